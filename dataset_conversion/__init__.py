@@ -1,0 +1,1 @@
+"""Converters from public neuron data sets to nnU-Net raw data sets."""

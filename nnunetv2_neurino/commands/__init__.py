@@ -1,0 +1,1 @@
+"""Sub-commands of `neurino`; each module is discovered by ``nnunetv2_neurino.cli``."""

@@ -1,0 +1,58 @@
+"""Atomic output: nothing half-written, nothing overwritten by accident."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from nnunetv2_neurino.errors import NeurinoError
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, force: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it is renamed onto ``path`` only if the block succeeds.
+
+    Parameters
+    ----------
+    path : target file.
+    force : when False, refuse to replace an existing file.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise NeurinoError(f"{path} already exists (pass --force to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + "".join(path.suffixes),
+                               dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    An interrupted run leaves only a hidden ``.NAME.partial-*`` folder, never something that looks complete.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise NeurinoError(f"{path} already exists (pass --force to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        yield tmp_path
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            shutil.rmtree(tmp_path, ignore_errors=True)

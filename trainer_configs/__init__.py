@@ -1,0 +1,1 @@
+"""JSON configs of the paper's training setups, each reachable as a trainer subclass."""
