@@ -1,0 +1,51 @@
+"""`neurino seg-metrics PRED GT`: voxel F1 / precision / recall and HD95 of two label volumes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from nnunetv2_neurino.errors import NeurinoError
+
+NAME = "seg-metrics"
+HELP = "F1 (Dice), precision, recall and HD95 of a predicted mask against ground truth (NIfTI/TIFF/npy)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pred", help="predicted mask (.nii.gz, .tif, .npy, ...); nonzero = foreground")
+    parser.add_argument("gt", help="ground-truth mask, same shape")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                        help="voxel size in array order; default: the files' spacing (must agree)")
+    parser.add_argument("--label", type=int, default=None,
+                        help="score this label value only (default: every nonzero label is foreground)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunetv2_neurino.metrics.segmentation import segmentation_metrics
+    from nnunetv2_neurino.metrics.volume_io import read_label_volume, same_spacing
+
+    pred, sp_pred = read_label_volume(args.pred)
+    gt, sp_gt = read_label_volume(args.gt)
+    if pred.shape != gt.shape:
+        raise NeurinoError(f"{args.pred}: shape {pred.shape} differs from {args.gt}: shape {gt.shape}")
+    if args.spacing is None and not same_spacing(sp_pred, sp_gt):
+        raise NeurinoError(f"{args.pred}: spacing {sp_pred} differs from {args.gt}: spacing {sp_gt} "
+                           "(pass --spacing to override)")
+    spacing = tuple(args.spacing) if args.spacing is not None else sp_gt
+    if args.label is not None:
+        pred, gt = pred == args.label, gt == args.label
+    r = segmentation_metrics(pred, gt, spacing)
+    r["spacing"] = list(spacing)
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}))
+        return 0
+    print(f"F1        {100 * r['f1']:8.2f} %")
+    print(f"precision {100 * r['precision']:8.2f} %")
+    print(f"recall    {100 * r['recall']:8.2f} %")
+    print(f"HD95      {r['hd95']:8.3f}   (pred→gt {r['hd95_pred_to_gt']:.3f}, "
+          f"gt→pred {r['hd95_gt_to_pred']:.3f}; spacing z,y,x = {spacing})")
+    if r["flag"]:
+        print(f"note: {r['flag']}")
+    return 0
