@@ -1,0 +1,78 @@
+"""Method and data-set names from nnU-Net result paths, and case files in nnU-Net folders."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from nnunetv2_neurino.errors import NeurinoError
+
+_DATASET = re.compile(r"^Dataset(\d{3})_(.+)$")
+_TRAINER_DIR = re.compile(r"^([^_].*?)__(.+?)__(.+)$")
+_FOLD = re.compile(r"^fold_(\d+|all)$")
+
+
+def names_from_results_path(path: str | os.PathLike) -> dict:
+    """Parse ``.../DatasetXXX_NAME/TRAINER__PLANS__CONFIG/fold_N/validation``-like paths.
+
+    Parameters
+    ----------
+    path : any folder at or below a ``DatasetXXX_NAME`` folder (a prediction folder somewhere else
+        yields no names).
+
+    Returns
+    -------
+    dict with ``dataset`` (e.g. ``Dataset501_Gold``, or None), ``dataset_name`` (``Gold``), ``trainer``,
+    ``plans``, ``configuration``, ``fold`` (None where absent) and ``method`` (the trainer name
+    when known, or None).
+    """
+    out = dict(dataset=None, dataset_name=None, trainer=None, plans=None, configuration=None, fold=None,
+               method=None)
+    for part in Path(path).resolve().parts:
+        if m := _DATASET.match(part):
+            out.update(dataset=part, dataset_name=m.group(2))
+        elif (m := _TRAINER_DIR.match(part)) and out["dataset"]:
+            out.update(trainer=m.group(1), plans=m.group(2), configuration=m.group(3))
+        elif m := _FOLD.match(part):
+            out["fold"] = m.group(1)
+    if out["trainer"]:
+        out["method"] = out["trainer"]
+    return out
+
+
+def list_cases(folder: str | os.PathLike, channel_suffix: str = "") -> dict[str, Path]:
+    """Map case name → image file for every readable image in ``folder``.
+
+    Parameters
+    ----------
+    folder : a folder of ``CASE<channel_suffix>.<ext>`` files (``.nii.gz``, ``.tif``, ``.npy``, ...).
+    channel_suffix : e.g. ``"_0000"`` for nnU-Net image folders; files without it are ignored.
+
+    Returns
+    -------
+    dict sorted by case name. Non-image files (json, pkl, npz, ...) are ignored.
+    """
+    from nnunetv2_neurino.data.readers import image_stem, image_suffix
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NeurinoError(f"{folder}: no such folder")
+    cases: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.name.lower().endswith(".npy"):
+            stem = p.name[:-4]
+        elif image_suffix(p) is not None:
+            stem = image_stem(p)
+        else:
+            continue
+        if channel_suffix:
+            if not stem.endswith(channel_suffix):
+                continue
+            stem = stem[: -len(channel_suffix)]
+        if stem in cases:
+            raise NeurinoError(f"{folder}: case {stem!r} has two files ({cases[stem].name}, {p.name})")
+        cases[stem] = p
+    return cases

@@ -1,0 +1,145 @@
+"""`neurino evaluate` / `evaluate_folders` / `write_topology_summary` on a tiny synthetic nnU-Net folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from nnunetv2_neurino.cli import main
+
+Y_SWC = "1 3 16 4 16 1.5 -1\n2 3 16 16 16 1.5 1\n3 3 6 28 16 1.5 2\n4 3 26 28 16 1.5 2\n"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """caseA = perfect, caseB = cut at the junction + a false-positive blob, caseC = corrupt prediction."""
+    from nnunetv2_neurino.data.readers import write_nifti
+    from nnunetv2_neurino.data.render import render_swc
+    from nnunetv2_neurino.swc import read_swc
+
+    root = tmp_path_factory.mktemp("eval")
+    pred_dir = root / "Dataset501_Toy" / "nnUNetTrainerToy__nnUNetPlans__3d_fullres" / "fold_0" / "validation"
+    dirs = {k: root / k for k in ("gt", "img", "swc")}
+    dirs["pred"] = pred_dir
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    gt = render_swc(read_swc(Y_SWC), (32, 32, 32))
+    cut = gt.copy()
+    cut[:, 14:18, :] = False
+    cut[2:5, 2:5, 2:5] = True
+    rng = np.random.default_rng(0)
+    masks = {"caseA": gt, "caseB": cut}
+    for name, p in masks.items():
+        write_nifti(pred_dir / f"{name}.nii.gz", p.astype(np.uint8))
+        image = (gt * 100 + rng.normal(size=gt.shape)).astype(np.float32)
+        write_nifti(dirs["img"] / f"{name}_0000.nii.gz", image)
+        (dirs["swc"] / f"{name}.swc").write_text(Y_SWC)
+    for name in ("caseA", "caseB", "caseC"):
+        write_nifti(dirs["gt"] / f"{name}.nii.gz", gt.astype(np.uint8))
+    (pred_dir / "caseC.nii.gz").write_bytes(b"not a nifti file")
+    (pred_dir / "summary.json").write_text("{}")  # nnU-Net's own file: must be ignored as a case
+    return dirs, gt, masks
+
+
+@pytest.fixture(scope="module")
+def evaluated(folders):
+    dirs, _, _ = folders
+    out = dirs["gt"].parent / "out"
+    rc = main(["evaluate", "--pred", str(dirs["pred"]), "--gt", str(dirs["gt"]), "--images", str(dirs["img"]),
+               "--gt-swc", str(dirs["swc"]), "-o", str(out)])
+    with open(out / "cases.csv", newline="") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    return rc, out, rows, json.loads((out / "summary.json").read_text())
+
+
+def test_rows_and_failure_reported(evaluated):
+    rc, out, rows, summary = evaluated
+    assert rc == 1  # documented: a failed case makes the exit status 1, outputs still written
+    assert sorted(rows) == ["caseA", "caseB", "caseC"]
+    assert rows["caseC"]["status"] == "failed" and "caseC.nii.gz" in rows["caseC"]["error"]
+    assert summary["n_failed"] == 1 and summary["failed"][0]["case"] == "caseC" and summary["n_ok"] == 2
+    assert summary["method"] == "nnUNetTrainerToy" and summary["dataset"] == "Toy"
+
+
+def test_perfect_and_cut_case_values(evaluated, folders):
+    _, _, rows, _ = evaluated
+    _, gt, masks = folders
+    a, b = rows["caseA"], rows["caseB"]
+    assert float(a["f1"]) == 1 and float(a["hd95"]) == 0 and float(a["builtin/PDS"]) < 0.05
+    cut = masks["caseB"]
+    assert float(b["f1"]) == pytest.approx(2 * (cut & gt).sum() / (cut.sum() + gt.sum()), rel=1e-5)
+    assert float(b["precision"]) == pytest.approx((cut & gt).sum() / cut.sum(), rel=1e-5)
+    # keep-largest-component drops the blob and the cut-off side: fewer nodes, more of GT unmatched
+    assert int(b["builtin+lcc/nodes"]) < int(b["builtin/nodes"])
+    assert float(b["builtin+lcc/PDS21"]) > float(b["builtin/PDS21"])
+    assert float(b["builtin/PDS"]) > float(a["builtin/PDS"])
+    assert a["gt_tree"] == "swc file"
+
+
+def test_summary_means_match_cases(evaluated):
+    _, _, rows, summary = evaluated
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    for key in ("f1", "hd95", "builtin/ESA", "builtin/DSA", "builtin+lcc/PDS"):
+        vals = np.array([float(r[key]) for r in ok])
+        assert summary["metrics"][key]["mean"] == pytest.approx(vals.mean(), rel=1e-5)
+        assert summary["metrics"][key]["std"] == pytest.approx(vals.std(), rel=1e-5, abs=1e-6)
+        assert summary["metrics"][key]["n"] == 2
+
+
+def test_report_and_figures(evaluated):
+    _, out, _, _ = evaluated
+    report = (out / "report.md").read_text()
+    assert "MONAI" in report and "neuron_distance" in report and "caseC" in report and "+lcc" in report
+    assert "gold-standard SWC files" in report
+    for case in ("caseA", "caseB"):
+        png = out / "figures" / f"{case}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"figures/{case}.png" in report
+    assert not (out / "figures" / "caseC.png").exists()
+
+
+def test_existing_output_needs_force(evaluated, folders, capsys):
+    dirs, _, _ = folders
+    _, out, _, _ = evaluated
+    rc = main(["evaluate", "--pred", str(dirs["pred"]), "--gt", str(dirs["gt"]), "-o", str(out)])
+    assert rc == 2 and "--force" in capsys.readouterr().err
+
+
+def test_traced_gt_without_swc_parallel(folders, tmp_path):
+    from nnunetv2_neurino.evaluation import evaluate_folders
+
+    dirs, _, _ = folders
+    s = evaluate_folders(dirs["pred"], dirs["gt"], tmp_path / "o", workers=2, figures=False, progress=False,
+                         method="M", dataset="D")
+    assert (s["method"], s["dataset"], s["n_failed"]) == ("M", "D", 1)
+    assert "traced from the ground-truth masks" in s["gt_tree_note"]
+    with open(tmp_path / "o" / "cases.csv", newline="") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    # the perfect case traces the identical mask twice: identical trees
+    assert float(rows["caseA"]["builtin/ESA"]) < 1e-5 and float(rows["caseA"]["builtin/PDS"]) == 0
+    assert rows["caseA"]["gt_tree"] == "traced GT mask"
+    assert not (tmp_path / "o" / "figures").exists()
+
+
+def test_write_topology_summary(folders):
+    from nnunetv2_neurino.evaluation import write_topology_summary
+
+    dirs, _, _ = folders
+    path = write_topology_summary(dirs["pred"], gt_dir=dirs["gt"], gt_swc_dir=dirs["swc"])
+    assert path == dirs["pred"] / "summary_topology.json"
+    data = json.loads(path.read_text())
+    assert data["n_cases"] == 3 and data["n_failed"] == 1 and data["method"] == "nnUNetTrainerToy"
+    f1 = [r["f1"] for r in data["per_case"] if r["status"] == "ok"]
+    assert data["mean"]["f1"]["mean"] == pytest.approx(np.mean(f1))
+
+
+def test_unknown_tracer_and_missing_folder(folders, tmp_path, capsys):
+    dirs, _, _ = folders
+    assert main(["evaluate", "--pred", str(dirs["pred"]), "--gt", str(dirs["gt"]), "--tracer", "magic",
+                 "-o", str(tmp_path / "x")]) == 2
+    assert "magic" in capsys.readouterr().err
+    assert main(["evaluate", "--pred", str(tmp_path / "none"), "--gt", str(dirs["gt"]), "-o",
+                 str(tmp_path / "y")]) == 2
+    assert "none" in capsys.readouterr().err and not (tmp_path / "y").exists()
