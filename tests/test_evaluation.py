@@ -143,3 +143,30 @@ def test_unknown_tracer_and_missing_folder(folders, tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path / "none"), "--gt", str(dirs["gt"]), "-o",
                  str(tmp_path / "y")]) == 2
     assert "none" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
+def test_vaa3d_tracer_columns_with_stand_in_executable(folders, tmp_path, monkeypatch):
+    """A stand-in `vaa3d` writes a fixed two-node stem; its scores land in the vaa3d-app2 columns."""
+    from nnunetv2_neurino.evaluation import evaluate_folders
+    from nnunetv2_neurino.metrics.neuron_distance import neuron_distance
+    from nnunetv2_neurino.swc import read_swc
+
+    stem = "1 3 16 4 16 1 -1\n2 3 16 16 16 1 1\n"
+    exe = tmp_path / "vaa3d"
+    swc_file = tmp_path / "stem.swc"
+    swc_file.write_text(stem)
+    exe.write_text('#!/bin/sh\nwhile [ $# -gt 0 ]; do if [ "$1" = "-o" ]; then out="$2"; fi; shift; done\n'
+                   f'cp "{swc_file}" "$out"\n')
+    exe.chmod(0o755)
+    monkeypatch.setenv("VAA3D_BIN", str(exe))
+    dirs, _, _ = folders
+    s = evaluate_folders(dirs["pred"], dirs["gt"], tmp_path / "o", gt_swc_dir=dirs["swc"], figures=False,
+                         tracers=["builtin", "vaa3d-app2"], progress=False)
+    expected = neuron_distance(read_swc(stem), read_swc(Y_SWC))
+    with open(tmp_path / "o" / "cases.csv", newline="") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    for case in ("caseA", "caseB"):
+        assert float(rows[case]["vaa3d-app2/ESA"]) == pytest.approx(expected["ESA"], rel=1e-5)
+        assert float(rows[case]["vaa3d-app2/PDS21"]) == pytest.approx(expected["PDS21"], rel=1e-5)
+        assert int(rows[case]["vaa3d-app2+lcc/nodes"]) == 2
+    assert s["metrics"]["vaa3d-app2/DSA"]["mean"] == pytest.approx(expected["DSA"], rel=1e-5)

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt-swc", help="gold-standard SWC folder (CASE.swc, voxel coordinates); "
                                          "default: trace the ground-truth masks with the same tracer")
     parser.add_argument("--tracer", nargs="+", default=["builtin"],
-                        help="tracer(s): builtin (default) and/or vaa3d-<method> (e.g. vaa3d-app2)")
+                        help="tracer(s): builtin (default), vaa3d-app2, vaa3d-neutube, vaa3d-smarttracing "
+                             "(Vaa3D tracers need VAA3D_BIN or vaa3d on PATH)")
     parser.add_argument("--name", help="method name for tables (default: trainer from the nnU-Net path)")
     parser.add_argument("--dataset", help="data set name (default: from DatasetXXX_NAME in the path)")
     parser.add_argument("--threshold", type=float, default=2.0, help="DSA/PDS distance threshold, voxels")

@@ -1,7 +1,8 @@
 """Tracer registry for evaluation: a name → function ``(mask[z, y, x] bool, spacing_zyx) -> SWCTree``.
 
-``builtin`` is :func:`nnunetv2_neurino.tracing.trace_mask`. ``vaa3d-<method>`` names use the Vaa3D
-adapter of :mod:`nnunetv2_neurino.tracing` (needs a Vaa3D installation). Traced coordinates are 0-based
+``builtin`` is :func:`nnunetv2_neurino.tracing.trace_mask`. ``vaa3d-app2`` / ``vaa3d-neutube`` /
+``vaa3d-smarttracing`` use the Vaa3D adapter :func:`nnunetv2_neurino.tracing.vaa3d.trace_with_vaa3d`
+(needs a Vaa3D installation: ``VAA3D_BIN`` or ``vaa3d`` on PATH). Traced coordinates are 0-based
 voxel positions (x = last array axis), the frame of image-space gold-standard SWCs.
 """
 
@@ -25,23 +26,21 @@ def _builtin(mask: np.ndarray, spacing: Sequence[float]):
     return trace_mask(mask, spacing=spacing, min_component_size=MIN_COMPONENT_SIZE)
 
 
-def _vaa3d(method: str) -> Tracer:
+def _vaa3d(name: str) -> Tracer:
     def run(mask: np.ndarray, spacing: Sequence[float]):
-        try:
-            from nnunetv2_neurino.tracing import vaa3d
-        except ImportError as e:
-            raise NeurinoError(f"tracer 'vaa3d-{method}': the Vaa3D adapter is not available ({e})") from None
-        trace = getattr(vaa3d, "trace_with_vaa3d", None)
-        if trace is None:
-            raise NeurinoError(f"tracer 'vaa3d-{method}': nnunetv2_neurino.tracing.vaa3d has no "
-                               "trace_with_vaa3d function")
-        return trace(mask, method=method)
+        from nnunetv2_neurino.tracing.vaa3d import trace_with_vaa3d
+
+        if not mask.any():  # nothing to trace: skip starting Vaa3D on an empty image
+            from nnunetv2_neurino.swc import SWCTree
+
+            return SWCTree.empty(f"{name}:<empty mask>")
+        return trace_with_vaa3d(mask, name)
 
     return run
 
 
 def get_tracer(name: str) -> Tracer:
-    """The tracing function for ``name`` (``builtin`` or ``vaa3d-app2`` / ``vaa3d-neutube`` / ...).
+    """The tracing function for ``name``: ``builtin`` or one of the Vaa3D names (``vaa3d-app2`` ...).
 
     Raises
     ------
@@ -49,6 +48,8 @@ def get_tracer(name: str) -> Tracer:
     """
     if name == "builtin":
         return _builtin
-    if name.startswith("vaa3d-") and len(name) > len("vaa3d-"):
-        return _vaa3d(name[len("vaa3d-"):])
-    raise NeurinoError(f"unknown tracer {name!r}: use 'builtin' or 'vaa3d-<method>' (e.g. vaa3d-app2)")
+    from nnunetv2_neurino.tracing.vaa3d import TRACERS
+
+    if name in TRACERS:
+        return _vaa3d(name)
+    raise NeurinoError(f"unknown tracer {name!r}: use one of builtin, {', '.join(TRACERS)}")
