@@ -1,0 +1,105 @@
+"""`neurino trace INPUT -o OUT.swc`: mask / probability map (file or folder) -> SWC reconstruction(s)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+NAME = "trace"
+HELP = ("trace a segmentation mask or probability map (NIfTI, TIFF, v3draw, zarr, .npy, nnU-Net .npz) into "
+        "an SWC; INPUT may be a folder (one SWC per case into the folder OUT)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from nnunetv2_neurino.tracing.vaa3d import TRACERS
+
+    p.add_argument("input", help="volume file, or a folder of them")
+    p.add_argument("-o", "--output", required=True, help="output .swc (a folder when INPUT is a folder)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="foreground = probability > THRESHOLD for float volumes (default 0.5); "
+                        "integer volumes: label != 0")
+    p.add_argument("--min-size", type=int, default=10,
+                   help="remove 26-connected components with fewer voxels (default 10)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                   help="voxel size (default: from the file, 1 1 1 for .npy/.npz); affects radii and lengths")
+    p.add_argument("--root", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="soma / seed point in voxel coordinates: its component is rooted there (type 1)")
+    p.add_argument("--prune", type=float, default=0.0,
+                   help="remove terminal branches shorter than this (physical units; default 0 = keep all)")
+    p.add_argument("--step", type=int, default=1,
+                   help="keep every STEP-th node along unbranched chains (default 1 = every skeleton voxel)")
+    p.add_argument("--tracer", choices=("builtin",) + TRACERS, default="builtin",
+                   help="built-in skeleton tracer (default) or a Vaa3D plugin (needs Vaa3D: VAA3D_BIN)")
+    p.add_argument("--length-threshold", type=float, default=1,
+                   help="Vaa3D APP2 length threshold (default 1)")
+    p.add_argument("--background-threshold", type=float, default=None,
+                   help="Vaa3D background threshold on the 8-bit image (default: 1 for masks, "
+                        "255*THRESHOLD for probabilities)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+
+def _trace_file(path: Path, args: argparse.Namespace):
+    import numpy as np
+
+    from nnunetv2_neurino.tracing import trace_mask, trace_probabilities
+    from nnunetv2_neurino.tracing.io import read_volume
+    from nnunetv2_neurino.tracing.vaa3d import trace_with_vaa3d
+
+    volume, spacing = read_volume(path)
+    if args.spacing:
+        spacing = tuple(args.spacing)
+    is_prob = np.issubdtype(volume.dtype, np.floating)
+    if args.tracer != "builtin":
+        return trace_with_vaa3d(volume, args.tracer, is_probability=is_prob, threshold=args.threshold,
+                                background_threshold=args.background_threshold,
+                                length_threshold=args.length_threshold)
+    kwargs = dict(spacing=spacing, min_component_size=args.min_size, root=args.root,
+                  prune_length=args.prune, resample_step=args.step)
+    if is_prob:
+        return trace_probabilities(volume, threshold=args.threshold, **kwargs)
+    return trace_mask(volume != 0, **kwargs)
+
+
+def _header(path: Path, args: argparse.Namespace) -> str:
+    return (f"traced by neurino trace ({args.tracer}) from {path.name}\n"
+            f"threshold={args.threshold} min_size={args.min_size} spacing={args.spacing} root={args.root} "
+            f"prune={args.prune} step={args.step}\ncoordinates: 0-based voxels, x = last array axis")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from nnunetv2_neurino.errors import NeurinoError
+    from nnunetv2_neurino.io_utils import atomic_directory
+    from nnunetv2_neurino.swc import write_swc
+    from nnunetv2_neurino.tracing.io import is_volume_file, volume_stem
+
+    src, out = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise NeurinoError(f"{src}: no such file or folder")
+    if not (src.is_dir() and not src.name.lower().endswith(".zarr")):
+        if out.exists() and not args.force:
+            raise NeurinoError(f"{out} already exists (pass --force to overwrite)")
+        tree = _trace_file(src, args)
+        write_swc(tree, out, force=True, header=_header(src, args))
+        print(f"{out}: {tree.n} nodes, {len(tree.roots)} tree(s)")
+        return 0
+
+    cases = sorted(p for p in src.iterdir() if is_volume_file(p) and not p.name.startswith("."))
+    if not cases:
+        raise NeurinoError(f"{src}: no volume files (.nii.gz, .tif, .v3draw, .zarr, .npy, .npz, ...) "
+                           "in the folder")
+    failed = []
+    with atomic_directory(out, force=args.force) as tmp:
+        for path in tqdm(cases, desc="trace", unit="case"):
+            try:
+                tree = _trace_file(path, args)
+            except NeurinoError as e:
+                failed.append(f"{path.name}: {e}")
+                continue
+            write_swc(tree, tmp / f"{volume_stem(path)}.swc", header=_header(path, args))
+    print(f"{out}: traced {len(cases) - len(failed)} of {len(cases)} case(s)")
+    for line in failed:
+        print(f"skipped {line}", file=sys.stderr)
+    return 1 if failed else 0

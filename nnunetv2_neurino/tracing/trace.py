@@ -1,0 +1,239 @@
+"""Built-in tracer: binary mask or probability map -> SWC forest.
+
+Pipeline (SPEC §5): remove small components (cc3d) -> 3D skeleton (scikit-image, Lee's method) ->
+26-connected skeleton graph -> minimum spanning forest (breaks cycles) -> one tree per component,
+radius from the Euclidean distance transform (edt, spacing-aware) -> root at the largest-radius node,
+or, for the component nearest a given soma/seed point, at its skeleton voxel nearest that point (type 1).
+Coordinates are 0-based voxel positions, SWC x = last array axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cc3d
+import numpy as np
+from scipy.spatial import cKDTree
+from skimage.morphology import skeletonize
+
+from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.swc import BASAL_DENDRITE, SOMA, SWCTree
+from nnunetv2_neurino.tracing.skeleton_graph import neighbour_graph, orient_forest, spanning_forest
+
+__all__ = ["trace_mask", "trace_probabilities", "prune_short_branches", "resample_chains",
+           "distance_to_background"]
+
+
+def _check_spacing(spacing) -> np.ndarray:
+    s = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if s.shape != (3,) or np.any(~np.isfinite(s)) or np.any(s <= 0):
+        raise NeurinoError(f"spacing must be 3 positive numbers (z, y, x), got {np.atleast_1d(spacing)}")
+    return s
+
+
+def _largest_per_label(values: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Index of the first maximum of ``values`` within each label 0..n_labels-1."""
+    order = np.lexsort((np.arange(values.shape[0]), -values, labels))   # label, then value desc, then index
+    first = np.searchsorted(labels[order], np.arange(n_labels))
+    return order[first]
+
+
+def distance_to_background(fg: np.ndarray, points: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """Euclidean distance from voxels ``points`` to the nearest background voxel centre of ``fg``.
+
+    Same values as a full distance transform (``edt.edt(fg, anisotropy=spacing)`` read at ``points``;
+    outside the array counts as foreground) but computed sparsely: the nearest background voxel of any
+    foreground voxel is a 6-neighbour of the foreground (a step from it toward the query point along an
+    axis where they differ gets closer, so lands in the foreground), so a k-d tree over that shell is enough.
+
+    Parameters
+    ----------
+    fg : bool (Z, Y, X) foreground.
+    points : int (K, 3) foreground voxel indices (z, y, x).
+    spacing : (z, y, x) voxel size; distances in the same unit.
+
+    Returns
+    -------
+    float64 (K,); ``inf`` when the array holds no background voxel.
+    """
+    spacing = np.asarray(spacing, dtype=np.float64)
+    shape = np.asarray(fg.shape)
+    coords = np.argwhere(fg)
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
+    fg_keys = np.sort(coords @ strides)
+    six = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+    cand = (coords[:, None, :] + six[None]).reshape(-1, 3)
+    cand = cand[np.all((cand >= 0) & (cand < shape), axis=1)]
+    keys = np.unique(cand @ strides)
+    pos = np.clip(np.searchsorted(fg_keys, keys), 0, max(fg_keys.shape[0] - 1, 0))
+    shell_keys = keys[fg_keys[pos] != keys] if fg_keys.size else keys
+    if shell_keys.size == 0:
+        return np.full(len(points), np.inf)
+    shell = np.stack(np.unravel_index(shell_keys, fg.shape), axis=1)
+    dist, _ = cKDTree(shell * spacing).query(np.asarray(points) * spacing)
+    return dist
+
+
+def trace_mask(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0), min_component_size: int = 10,
+               root: Sequence[float] | None = None, offset: Sequence[int] = (0, 0, 0),
+               prune_length: float = 0.0, resample_step: int = 1) -> SWCTree:
+    """Trace a binary mask into an SWC forest (one tree per 26-connected component).
+
+    Parameters
+    ----------
+    mask : (Z, Y, X) array, non-zero = foreground.
+    spacing : (z, y, x) voxel size; used for the distance transform (radii), edge lengths and the
+        nearest-voxel search for ``root``. The skeleton itself is computed on the voxel grid.
+    min_component_size : components with fewer voxels (26-connectivity) are removed first.
+    root : optional soma / seed point (x, y, z) in SWC voxel coordinates (same frame as the output, i.e.
+        including ``offset``). The component whose skeleton comes nearest is rooted at that skeleton voxel,
+        which gets type 1 (soma); every other node has type 3.
+    offset : (z, y, x) position of ``mask[0, 0, 0]`` in the full image (for crops); added to coordinates.
+    prune_length : remove terminal branches (tip to branch point) shorter than this, in physical units;
+        0 keeps everything (default, voxel-resolution output).
+    resample_step : keep every ``resample_step``-th node along unbranched chains (roots, tips and branch
+        points are always kept); 1 keeps every skeleton voxel (default).
+
+    Returns
+    -------
+    SWCTree, ids 1..N in depth-first order (parents first); ``xyz`` = (x, y, z) voxel coordinates,
+    ``radius`` = distance from the skeleton voxel to the nearest background voxel, in voxels of the finest
+    axis (``min(spacing)``); type 3, the seeded root type 1.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 3:
+        raise NeurinoError(f"trace_mask: expected a 3D (z, y, x) mask, got shape {mask.shape}")
+    spacing = _check_spacing(spacing)
+    offset = np.asarray(offset, dtype=np.float64).reshape(3)
+    fg = np.ascontiguousarray(mask != 0)
+    if min_component_size > 1:
+        fg = cc3d.dust(fg, threshold=int(min_component_size), connectivity=26)
+    if not fg.any():
+        return SWCTree.empty()
+    # work inside the foreground's bounding box (cheap projections instead of a full coordinate scan)
+    ext = [np.flatnonzero(fg.any(axis=ax)) for ax in ((1, 2), (0, 2), (0, 1))]
+    lo = np.array([e[0] for e in ext])
+    hi = np.array([e[-1] + 1 for e in ext])
+    fg = np.ascontiguousarray(fg[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    offset = offset + lo
+    zyx = np.argwhere(skeletonize(fg))
+    dist = distance_to_background(fg, zyx, spacing) / spacing.min()
+
+    forest, labels = spanning_forest(neighbour_graph(zyx, spacing))
+    n_comp = int(labels.max()) + 1
+    roots = _largest_per_label(dist, labels, n_comp)
+    soma = -1
+    if root is not None:
+        seed = np.asarray(root, dtype=np.float64).reshape(3)[::-1] - offset       # (z, y, x) in the mask
+        soma = int(np.argmin(np.sum(((zyx - seed) * spacing) ** 2, axis=1)))
+        roots[labels[soma]] = soma
+    parent, order = orient_forest(forest, roots)
+    types = np.full(zyx.shape[0], BASAL_DENDRITE, dtype=np.int64)
+    if soma >= 0:
+        types[soma] = SOMA
+    # rows in breadth-first order, parents before children
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    pidx = np.where(parent[order] >= 0, rank[np.maximum(parent[order], 0)], -1)
+    tree = SWCTree.from_zyx(zyx[order] + offset, pidx, radius=dist[order], types=types[order])
+    if prune_length > 0:
+        tree = prune_short_branches(tree, prune_length, spacing)
+    if resample_step > 1:
+        tree = resample_chains(tree, resample_step)
+    return tree.sorted().renumbered()
+
+
+def trace_probabilities(prob: np.ndarray, threshold: float = 0.5,
+                        spacing: Sequence[float] = (1.0, 1.0, 1.0), min_component_size: int = 10,
+                        root: Sequence[float] | None = None, **kwargs) -> SWCTree:
+    """Trace a foreground probability map: ``prob > threshold`` then :func:`trace_mask`.
+
+    Parameters
+    ----------
+    prob : (Z, Y, X) foreground probabilities in [0, 1].
+    threshold : voxels strictly above it are foreground.
+    spacing, min_component_size, root, kwargs : as for :func:`trace_mask`.
+    """
+    prob = np.asarray(prob)
+    if prob.ndim != 3:
+        raise NeurinoError(f"trace_probabilities: expected a 3D (z, y, x) map, got shape {prob.shape}")
+    return trace_mask(prob > threshold, spacing=spacing, min_component_size=min_component_size, root=root,
+                      **kwargs)
+
+
+def _chain_rank(is_interior: np.ndarray, pidx: np.ndarray) -> np.ndarray:
+    """For each node: number of parent steps up to the nearest ancestor that is not interior (list ranking
+    by pointer doubling). Non-interior nodes get 0."""
+    step_up = np.where(is_interior, 1, 0)
+    nxt = np.where(is_interior & (pidx >= 0), pidx, -1)
+    nxt = np.where((nxt >= 0) & is_interior[np.maximum(nxt, 0)], nxt, -1)
+    rank = step_up.copy()
+    while np.any(nxt >= 0):
+        has = nxt >= 0
+        rank = np.where(has, rank + rank[np.maximum(nxt, 0)], rank)
+        nxt = np.where(has, nxt[np.maximum(nxt, 0)], -1)
+    return rank
+
+
+def _reattach(tree: SWCTree, keep: np.ndarray) -> SWCTree:
+    """Drop nodes not in ``keep``; each kept node hangs from its nearest kept ancestor."""
+    pidx = tree.parent_index
+    anc = pidx.copy()
+    while True:
+        bad = (anc >= 0) & ~keep[np.maximum(anc, 0)]
+        if not bad.any():
+            break
+        anc[bad] = pidx[anc[bad]]
+    idx = np.flatnonzero(keep)
+    new_pos = np.cumsum(keep) - 1
+    new_parent = np.where(anc[idx] >= 0, new_pos[np.maximum(anc[idx], 0)], -1)
+    return SWCTree.from_parent_index(tree.xyz[idx], new_parent, tree.radius[idx], tree.types[idx],
+                                     source=tree.source)
+
+
+def resample_chains(tree: SWCTree, step: int) -> SWCTree:
+    """Keep roots, tips, branch points, soma nodes and every ``step``-th node along unbranched chains."""
+    pidx = tree.parent_index
+    n_child = tree.children_counts()
+    interior = (pidx >= 0) & (n_child == 1) & (tree.types != SOMA)
+    keep = ~interior | (_chain_rank(interior, pidx) % int(step) == 0)
+    return _reattach(tree, keep)
+
+
+def prune_short_branches(tree: SWCTree, min_length: float,
+                         spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> SWCTree:
+    """Remove terminal branches (from a tip up to, excluding, the first branch point) shorter than
+    ``min_length`` (physical units: coordinates times ``spacing``). One pass; a root chain without a branch
+    point (a whole unbranched tree) is never removed."""
+    spacing = _check_spacing(spacing)
+    pidx = tree.parent_index
+    n_child = tree.children_counts()
+    seg = np.zeros(tree.n)
+    has = pidx >= 0
+    seg[has] = np.linalg.norm((tree.xyz[has] - tree.xyz[pidx[has]]) * spacing[::-1], axis=1)
+    # chain nodes: not a branch point, not a root; a tip's chain climbs while parents have one child
+    chain = (pidx >= 0) & (n_child <= 1)
+    # length from each chain node up to its first non-chain ancestor (pointer doubling on lengths)
+    length = np.where(chain, seg, 0.0)
+    top = np.where(chain, pidx, -1)
+    top = np.where((top >= 0) & chain[np.maximum(top, 0)], top, -1)
+    end = np.where(chain, pidx, -1)                 # first non-chain ancestor, once the jumps finish
+    while np.any(top >= 0):
+        h = top >= 0
+        t = np.maximum(top, 0)
+        length = np.where(h, length + length[t], length)
+        end = np.where(h, end[t], end)
+        top = np.where(h, top[t], -1)
+    tips = np.flatnonzero((n_child == 0) & chain)
+    attached = (end[tips] >= 0) & (n_child[np.maximum(end[tips], 0)] >= 2)
+    drop_tips = tips[attached & (length[tips] < min_length)]
+    if drop_tips.size == 0:
+        return tree
+    # a node is dropped when it is a chain node whose chain's tip is dropped: mark by climbing from tips
+    drop = np.zeros(tree.n, bool)
+    cur = drop_tips.copy()
+    while cur.size:
+        drop[cur] = True
+        nxt = pidx[cur]
+        cur = nxt[(nxt >= 0) & chain[np.maximum(nxt, 0)] & ~drop[np.maximum(nxt, 0)]]
+    return tree.take(~drop).renumbered()
