@@ -170,3 +170,16 @@ def test_vaa3d_tracer_columns_with_stand_in_executable(folders, tmp_path, monkey
         assert float(rows[case]["vaa3d-app2/PDS21"]) == pytest.approx(expected["PDS21"], rel=1e-5)
         assert int(rows[case]["vaa3d-app2+lcc/nodes"]) == 2
     assert s["metrics"]["vaa3d-app2/DSA"]["mean"] == pytest.approx(expected["DSA"], rel=1e-5)
+
+
+def test_compare_reads_evaluate_output(evaluated):
+    from nnunetv2_neurino.evaluation import compare
+
+    _, out, rows, summary = evaluated
+    tables = compare([out])
+    f1 = np.mean([float(r["f1"]) for r in rows.values() if r["status"] == "ok"])
+    assert tables["table6"].methods == ["nnUNetTrainerToy"] and tables["table6"].columns[0].dataset == "Toy"
+    assert tables["table6"].values["nnUNetTrainerToy"][0][0] == pytest.approx(round(100 * f1, 2))
+    assert tables["table7"].columns[0].tracer == "builtin"
+    pds = summary["metrics"]["builtin/PDS"]["mean"]
+    assert tables["table7"].values["nnUNetTrainerToy"][0][2] == round(pds, 2)

@@ -1,0 +1,29 @@
+"""`neurino compare EVAL_DIR...`: paper-style method × data-set tables (tables 6 and 7)."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "compare"
+HELP = ("method × data-set tables like the paper's tables 6 (F1 % / HD95) and 7 (ESA / DSA / PDS per tracer) "
+        "from `neurino evaluate` folders, as Markdown, CSV and LaTeX")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("eval_dirs", nargs="+", metavar="EVAL_DIR", help="`neurino evaluate` output folders")
+    parser.add_argument("--names", nargs="+", help="method names, one per EVAL_DIR (default: from summaries)")
+    parser.add_argument("--lcc", action="store_true",
+                        help="table 7 from the metrics after keep-largest-component post-processing")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunetv2_neurino.evaluation.compare import compare, to_markdown, write_comparison
+
+    tables = compare(args.eval_dirs, names=args.names, lcc=args.lcc)
+    write_comparison(tables, args.output, force=args.force)
+    for t in tables.values():
+        print(to_markdown(t))
+    print(f"wrote {args.output}/ (table6/table7 .md .csv .tex, comparison.md)")
+    return 0
