@@ -8,7 +8,7 @@ import json
 import pytest
 
 from nnunetv2_neurino.cli import main
-from nnunetv2_neurino.evaluation.compare import compare, tex_escape
+from nnunetv2_neurino.evaluation.comparison import compare, tex_escape
 
 # Paper supplement tables 6 and 7 (Drosophila / Mouse; SmartTracing and NeuTube for Drosophila)
 T6 = {"nnUNet": {"Drosophila": (47.20, 3.20), "Mouse": (52.05, 10.12)},

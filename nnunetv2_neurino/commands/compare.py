@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.evaluation.compare import compare, to_markdown, write_comparison
+    from nnunetv2_neurino.evaluation.comparison import compare, to_markdown, write_comparison
 
     tables = compare(args.eval_dirs, names=args.names, lcc=args.lcc)
     write_comparison(tables, args.output, force=args.force)

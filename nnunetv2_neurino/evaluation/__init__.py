@@ -1,16 +1,16 @@
-"""Evaluation of prediction folders (`evaluate_folders`, `write_topology_summary`) and run comparison."""
+"""Evaluation of prediction folders (`evaluate_folders`, `write_topology_summary`) and run comparison
+(`compare`, `write_comparison`)."""
 
 from __future__ import annotations
+
+import importlib
+
+_LAZY = {"evaluate_folders": "evaluate", "write_topology_summary": "evaluate", "collect_cases": "evaluate",
+         "compare": "comparison", "write_comparison": "comparison"}
 
 
 def __getattr__(name: str):
     # lazy: importing the package must not pull matplotlib / tracing into every process
-    if name in ("evaluate_folders", "write_topology_summary", "collect_cases"):
-        from nnunetv2_neurino.evaluation import evaluate
-
-        return getattr(evaluate, name)
-    if name in ("compare", "write_comparison"):
-        from nnunetv2_neurino.evaluation import compare
-
-        return getattr(compare, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(name)
