@@ -1,0 +1,48 @@
+"""`neurino predict`: a microscopy stack → nnU-Net mask (+ probabilities) → traced SWC, in one command."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "predict"
+HELP = ("segment one stack (.tif/.v3draw/.v3dpbd/.zarr/.nii.gz) with a trained nnU-Net run and trace it: "
+        "writes OUT/NAME_mask.nii.gz, OUT/NAME.swc and, on request, OUT/NAME_probabilities.npz")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--input", required=True, metavar="STACK", help="image stack")
+    p.add_argument("-m", "--model", required=True, metavar="RUN_DIR",
+                   help="trained run: TRAINER__PLANS__CONFIG folder or its fold_N folder")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    p.add_argument("-f", "--folds", nargs="+", help="folds to ensemble (default: all with the checkpoint)")
+    p.add_argument("--checkpoint", choices=("final", "best", "latest"), default="final")
+    p.add_argument("--save-probabilities", action="store_true", help="also write NAME_probabilities.npz")
+    p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (0.5)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--no-trace", action="store_true", help="skip tracing (no SWC)")
+    p.add_argument("--spacing", nargs=3, type=float, metavar=("Z", "Y", "X"),
+                   help="voxel size override in array order (z, y, x)")
+    p.add_argument("--min-component-size", type=int, default=10,
+                   help="drop mask components smaller than this many voxels before tracing")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from nnunetv2_neurino.inference.predict import predict_file
+
+    with tqdm(total=1, desc="predict", unit="stack") as bar:
+        res = predict_file(args.input, args.model, args.output, folds=args.folds, checkpoint=args.checkpoint,
+                           save_probabilities=args.save_probabilities, threshold=args.threshold,
+                           device=args.device, trace=not args.no_trace,
+                           spacing=tuple(args.spacing) if args.spacing else None,
+                           min_component_size=args.min_component_size, force=args.force)
+        bar.update(1)
+    print(f"mask {res.mask_path} shape {res.shape}, {res.n_foreground} foreground voxels")
+    if res.probabilities_path is not None:
+        print(f"probabilities {res.probabilities_path}")
+    if res.swc_path is not None:
+        note = " (empty mask: no tree)" if not res.n_nodes else ""
+        print(f"SWC {res.swc_path}: {res.n_nodes} node(s){note}")
+    return 0
