@@ -1,0 +1,76 @@
+"""`neurino trace` and the tracer's volume reader: file formats, folder mode, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnunetv2_neurino.cli import main
+from nnunetv2_neurino.data.readers import write_nifti
+from nnunetv2_neurino.data.render import render_swc
+from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.swc import SWCTree, read_swc
+from nnunetv2_neurino.tracing import trace_mask
+from nnunetv2_neurino.tracing.io import read_volume
+
+
+@pytest.fixture()
+def mask() -> np.ndarray:
+    xyz = np.array([[4.0, 6, 5], [20, 10, 8], [10, 20, 12]])
+    tree = SWCTree.from_parent_index(xyz, [-1, 0, 1], radius=1.5)
+    return render_swc(tree, (18, 26, 26))
+
+
+def _xyz_set(t: SWCTree) -> set:
+    return {tuple(np.round(p, 6)) for p in t.xyz}
+
+
+def test_read_volume_formats(tmp_path, mask):
+    prob = np.stack([1.0 - mask, mask * 0.9]).astype(np.float32)            # nnU-Net (C, Z, Y, X)
+    np.savez_compressed(tmp_path / "case.npz", probabilities=prob)
+    vol, spacing = read_volume(tmp_path / "case.npz")
+    np.testing.assert_array_equal(vol, prob[1])
+    assert spacing == (1.0, 1.0, 1.0)
+    np.save(tmp_path / "m.npy", mask.astype(np.uint8))
+    np.testing.assert_array_equal(read_volume(tmp_path / "m.npy")[0], mask)
+    write_nifti(tmp_path / "m.nii.gz", mask.astype(np.uint8), spacing=(2.0, 1.0, 0.5))
+    vol, spacing = read_volume(tmp_path / "m.nii.gz")
+    np.testing.assert_array_equal(vol != 0, mask)
+    assert spacing == pytest.approx((2.0, 1.0, 0.5))
+    three = np.stack([1.0 - 0.9 * mask, mask * 0.3, mask * 0.6]).astype(np.float32)
+    np.save(tmp_path / "three.npy", three)                                 # any foreground class
+    np.testing.assert_allclose(read_volume(tmp_path / "three.npy")[0], mask * 0.9, atol=1e-6)
+    np.savez(tmp_path / "bad.npz", a=mask, b=mask)
+    with pytest.raises(NeurinoError, match="probabilities"):
+        read_volume(tmp_path / "bad.npz")
+
+
+def test_trace_command_single_file_and_refusals(tmp_path, mask, capsys):
+    np.savez_compressed(tmp_path / "case.npz", probabilities=np.stack([1.0 - mask, mask]).astype(np.float32))
+    out = tmp_path / "case.swc"
+    assert main(["trace", str(tmp_path / "case.npz"), "-o", str(out), "--root", "4", "6", "5"]) == 0
+    got = read_swc(out)
+    expected = trace_mask(mask, root=(4, 6, 5))
+    assert _xyz_set(got) == _xyz_set(expected)
+    assert (got.types == 1).sum() == 1
+    assert main(["trace", str(tmp_path / "case.npz"), "-o", str(out)]) == 2         # exists, no --force
+    assert "already exists" in capsys.readouterr().err
+    assert main(["trace", str(tmp_path / "nope.npz"), "-o", str(tmp_path / "x.swc")]) == 2
+
+
+def test_trace_command_folder_mode(tmp_path, mask):
+    src = tmp_path / "pred"
+    src.mkdir()
+    write_nifti(src / "a.nii.gz", mask.astype(np.uint8))
+    np.save(src / "b.npy", mask[:, ::-1].astype(np.uint8))
+    (src / "dataset.json").write_text("{}")                                         # ignored
+    out = tmp_path / "swc"
+    assert main(["trace", str(src), "-o", str(out), "--min-size", "5"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.swc", "b.swc"]
+    assert _xyz_set(read_swc(out / "a.swc")) == _xyz_set(trace_mask(mask))
+    assert _xyz_set(read_swc(out / "b.swc")) == _xyz_set(trace_mask(mask[:, ::-1].copy()))
+    assert main(["trace", str(src), "-o", str(out)]) == 2                           # exists
+    full_n = read_swc(out / "a.swc").n
+    assert main(["trace", str(src), "-o", str(out), "--force", "--step", "3"]) == 0
+    coarse = read_swc(out / "a.swc")
+    assert _xyz_set(coarse) == _xyz_set(trace_mask(mask, resample_step=3)) and coarse.n < full_n / 2
