@@ -1,0 +1,1 @@
+"""The folder ``nnUNet_extTrainer`` points at (``neurino trainer-path``); see ``neurino_trainers.py``."""
