@@ -20,7 +20,7 @@ from nnunetv2_neurino.swc import SWCTree
 __all__ = ["render_swc", "swept_sphere_distance"]
 
 _PIECE = 4.0            # longest piece of an edge, in voxels along any axis
-_BATCH_VOXELS = 2_000_000
+_BATCH_VOXELS = 500_000     # candidate voxels per batch (bounds peak memory to ~60 MB)
 
 
 def swept_sphere_distance(v: np.ndarray, a: np.ndarray, b: np.ndarray, ra: np.ndarray,
