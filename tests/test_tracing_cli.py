@@ -64,13 +64,18 @@ def test_trace_command_folder_mode(tmp_path, mask):
     write_nifti(src / "a.nii.gz", mask.astype(np.uint8))
     np.save(src / "b.npy", mask[:, ::-1].astype(np.uint8))
     (src / "dataset.json").write_text("{}")                                         # ignored
+    flipped = mask[::-1].copy()                                    # nnU-Net: a.npz beside a.nii.gz
+    np.savez(src / "a.npz", probabilities=np.stack([1.0 - flipped, flipped]).astype(np.float32))
     out = tmp_path / "swc"
     assert main(["trace", str(src), "-o", str(out), "--min-size", "5"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.swc", "b.swc"]
     assert _xyz_set(read_swc(out / "a.swc")) == _xyz_set(trace_mask(mask))
     assert _xyz_set(read_swc(out / "b.swc")) == _xyz_set(trace_mask(mask[:, ::-1].copy()))
     assert main(["trace", str(src), "-o", str(out)]) == 2                           # exists
-    full_n = read_swc(out / "a.swc").n
+    assert main(["trace", str(src), "-o", str(out), "--force", "--use-probabilities"]) == 0
+    assert _xyz_set(read_swc(out / "a.swc")) == _xyz_set(trace_mask(flipped))
+    full_n = read_swc(out / "b.swc").n
     assert main(["trace", str(src), "-o", str(out), "--force", "--step", "3"]) == 0
-    coarse = read_swc(out / "a.swc")
-    assert _xyz_set(coarse) == _xyz_set(trace_mask(mask, resample_step=3)) and coarse.n < full_n / 2
+    coarse = read_swc(out / "b.swc")
+    expected = trace_mask(mask[:, ::-1].copy(), resample_step=3)
+    assert _xyz_set(coarse) == _xyz_set(expected) and coarse.n < full_n / 2

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background-threshold", type=float, default=None,
                    help="Vaa3D background threshold on the 8-bit image (default: 1 for masks, "
                         "255*THRESHOLD for probabilities)")
+    p.add_argument("--use-probabilities", action="store_true",
+                   help="folder mode: when a case has both a mask and an .npz/.npy file, trace the latter")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
 
 
@@ -86,7 +88,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"{out}: {tree.n} nodes, {len(tree.roots)} tree(s)")
         return 0
 
-    cases = sorted(p for p in src.iterdir() if is_volume_file(p) and not p.name.startswith("."))
+    files = sorted(p for p in src.iterdir() if is_volume_file(p) and not p.name.startswith("."))
+    # nnU-Net prediction folders hold CASE.nii.gz and, with --save_probabilities, CASE.npz: trace the
+    # segmentation, unless --use-probabilities
+    prefer_npz = args.use_probabilities
+    chosen: dict[str, Path] = {}
+    duplicates = []
+    for p in sorted(files, key=lambda q: (q.suffix.lower() in (".npz", ".npy")) != prefer_npz):
+        stem = volume_stem(p)
+        if stem in chosen:
+            duplicates.append(f"{p.name} (same case as {chosen[stem].name})")
+        else:
+            chosen[stem] = p
+    cases = sorted(chosen.values())
     if not cases:
         raise NeurinoError(f"{src}: no volume files (.nii.gz, .tif, .v3draw, .zarr, .npy, .npz, ...) "
                            "in the folder")
@@ -100,6 +114,6 @@ def run(args: argparse.Namespace) -> int:
                 continue
             write_swc(tree, tmp / f"{volume_stem(path)}.swc", header=_header(path, args))
     print(f"{out}: traced {len(cases) - len(failed)} of {len(cases)} case(s)")
-    for line in failed:
+    for line in duplicates + failed:
         print(f"skipped {line}", file=sys.stderr)
     return 1 if failed else 0
