@@ -120,6 +120,8 @@ def test_offset_and_probabilities_and_empty():
     prob[0, 0, 0] = 0.5                                                          # not > 0.5
     assert {tuple(p) for p in trace_probabilities(prob, 0.5).xyz} == {tuple(p) for p in full.xyz}
     assert trace_mask(np.zeros((8, 8, 8), bool)).n == 0
+    block = trace_mask(np.ones((5, 7, 9), bool))               # no background anywhere
+    assert block.n >= 1 and np.all(np.isfinite(block.radius)) and block.radius.max() <= 3
     with pytest.raises(NeurinoError, match="spacing"):
         trace_mask(mask, spacing=(1, 0, 1))
 

@@ -54,7 +54,8 @@ def distance_to_background(fg: np.ndarray, points: np.ndarray, spacing=(1.0, 1.0
 
     Returns
     -------
-    float64 (K,); ``inf`` when the array holds no background voxel.
+    float64 (K,). When the array holds no background voxel at all, the distance to the first voxel
+    outside the array is returned instead (so radii stay finite).
     """
     spacing = np.asarray(spacing, dtype=np.float64)
     shape = np.asarray(fg.shape)
@@ -68,7 +69,8 @@ def distance_to_background(fg: np.ndarray, points: np.ndarray, spacing=(1.0, 1.0
     pos = np.clip(np.searchsorted(fg_keys, keys), 0, max(fg_keys.shape[0] - 1, 0))
     shell_keys = keys[fg_keys[pos] != keys] if fg_keys.size else keys
     if shell_keys.size == 0:
-        return np.full(len(points), np.inf)
+        pts = np.asarray(points)
+        return np.min(np.minimum(pts + 1, shape - pts) * spacing, axis=1).astype(np.float64)
     shell = np.stack(np.unravel_index(shell_keys, fg.shape), axis=1)
     dist, _ = cKDTree(shell * spacing).query(np.asarray(points) * spacing)
     return dist
