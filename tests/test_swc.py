@@ -177,3 +177,18 @@ def test_cwmbs_files_read_write_and_load_in_morphio(cwmbs_swc_files, tmp_path):
         back = read_swc(out)
         assert _segments(back) == _segments(t)
         assert format_swc(back) == format_swc(t)
+
+
+def test_crlf_streams_and_empty_files(tmp_path):
+    p = tmp_path / "crlf.swc"
+    p.write_bytes(b"# windows\r\n1 3 0 0 0 1 -1\r\n2 3 1 2 3 1 1\r\n")
+    t = read_swc(p)
+    np.testing.assert_allclose(t.xyz[1], [1, 2, 3])
+    with open(p, "rb") as fh:
+        assert read_swc(fh).n == 2
+    empty = read_swc("# only a comment\n\n")
+    assert empty.n == 0 and empty.roots.size == 0 and empty.edges()[0].size == 0
+    out = write_swc(empty, tmp_path / "empty.swc")
+    assert read_swc(out).n == 0
+    with pytest.raises(NeurinoError, match="not found"):
+        read_swc(tmp_path)                                       # a folder is not an SWC file

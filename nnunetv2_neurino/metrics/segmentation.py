@@ -15,14 +15,11 @@ from collections.abc import Sequence
 
 import edt
 import numpy as np
-from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from nnunetv2_neurino.errors import NeurinoError
 
-__all__ = ["surface_voxels", "directed_surface_distances", "hd95", "segmentation_metrics"]
-
-_CROSS = ndimage.generate_binary_structure(3, 1)
-
+__all__ = ["surface_coords", "surface_voxels", "directed_surface_distances", "hd95", "segmentation_metrics"]
 
 def _check_spacing(spacing: Sequence[float] | None) -> tuple[float, float, float]:
     if spacing is None:
@@ -33,8 +30,13 @@ def _check_spacing(spacing: Sequence[float] | None) -> tuple[float, float, float
     return sp  # type: ignore[return-value]
 
 
-def surface_voxels(mask: np.ndarray) -> np.ndarray:
-    """Surface of a binary mask.
+_NEIGHBOURS = np.array([[-1, 0, 0], [1, 0, 0], [0, -1, 0], [0, 1, 0], [0, 0, -1], [0, 0, 1]])
+
+
+def surface_coords(mask: np.ndarray) -> np.ndarray:
+    """Indices of the surface voxels of a binary mask.
+
+    Works on the foreground voxels only (sparse neurons: far cheaper than a dense erosion).
 
     Parameters
     ----------
@@ -42,11 +44,32 @@ def surface_voxels(mask: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    bool array (z, y, x): mask voxels with at least one 6-neighbour outside the mask, voxels on the array
-    border included.
+    int64 array (n, 3) of (z, y, x) indices, C order: mask voxels with at least one 6-neighbour outside
+    the mask; voxels on the array border count as surface.
     """
     mask = np.asarray(mask, dtype=bool)
-    return mask & ~ndimage.binary_erosion(mask, structure=_CROSS, border_value=0)
+    zyx = np.stack(np.nonzero(mask), axis=1)
+    inner = np.ones(len(zyx), dtype=bool)
+    upper = np.asarray(mask.shape) - 1
+    for step in _NEIGHBOURS:
+        nb = zyx + step
+        inside = np.all((nb >= 0) & (nb <= upper), axis=1)
+        ok = inner & inside
+        inner &= inside
+        inner[ok] = mask[nb[ok, 0], nb[ok, 1], nb[ok, 2]]
+    return zyx[~inner]
+
+
+def surface_voxels(mask: np.ndarray) -> np.ndarray:
+    """Surface of a binary mask as a bool array (z, y, x); see :func:`surface_coords`.
+
+    Equals ``mask & ~binary_erosion(mask, 6-connected cross, border_value=0)``.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros(mask.shape, dtype=bool)
+    c = surface_coords(mask)
+    out[c[:, 0], c[:, 1], c[:, 2]] = True
+    return out
 
 
 def _crop_box(*masks: np.ndarray) -> tuple[slice, ...]:
@@ -58,7 +81,7 @@ def _crop_box(*masks: np.ndarray) -> tuple[slice, ...]:
 
 def directed_surface_distances(src_surface: np.ndarray, dst_surface: np.ndarray,
                                spacing: Sequence[float] | None = None) -> np.ndarray:
-    """Distance from every ``src`` surface voxel to the nearest ``dst`` surface voxel.
+    """Distance from every ``src`` surface voxel to the nearest ``dst`` surface voxel (dense EDT).
 
     Parameters
     ----------
@@ -77,6 +100,13 @@ def directed_surface_distances(src_surface: np.ndarray, dst_surface: np.ndarray,
     return field[src].astype(np.float64)
 
 
+def _directed_kdtree(src: np.ndarray, dst: np.ndarray, sp: tuple[float, float, float]) -> np.ndarray:
+    """Exact nearest-neighbour distances from index set ``src`` (n, 3) to ``dst`` (m, 3), scaled by spacing."""
+    scale = np.asarray(sp)
+    d, _ = cKDTree(dst * scale).query(src * scale, k=1)
+    return np.asarray(d, dtype=np.float64)
+
+
 def hd95(pred: np.ndarray, gt: np.ndarray,
          spacing: Sequence[float] | None = None) -> tuple[float, float, float]:
     """Symmetric 95th-percentile Hausdorff distance of two non-empty masks.
@@ -90,9 +120,12 @@ def hd95(pred: np.ndarray, gt: np.ndarray,
     -------
     (hd95, p95 pred→gt, p95 gt→pred), in the unit of ``spacing``.
     """
-    sp_pred, sp_gt = surface_voxels(pred), surface_voxels(gt)
-    d_pg = directed_surface_distances(sp_pred, sp_gt, spacing)
-    d_gp = directed_surface_distances(sp_gt, sp_pred, spacing)
+    sp = _check_spacing(spacing)
+    s_pred, s_gt = surface_coords(pred), surface_coords(gt)
+    if s_pred.size == 0 or s_gt.size == 0:
+        raise NeurinoError("hd95 needs two non-empty masks")
+    d_pg = _directed_kdtree(s_pred, s_gt, sp)
+    d_gp = _directed_kdtree(s_gt, s_pred, sp)
     p_pg = float(np.percentile(d_pg, 95))
     p_gp = float(np.percentile(d_gp, 95))
     return max(p_pg, p_gp), p_pg, p_gp

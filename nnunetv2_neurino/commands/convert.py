@@ -1,0 +1,40 @@
+"""`neurino convert KIND SRC -d ID`: a public neuron data set → nnU-Net raw data set (+ SWCs, log)."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "convert"
+HELP = "convert BigNeuron / NeuroFly / CWMBS / generic image+SWC folders into an nnU-Net raw data set"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dataset_conversion.run import CONVERTERS
+
+    parser.add_argument("kind", choices=CONVERTERS, help="layout of SRC")
+    parser.add_argument("src", help="data set folder (generic: the image folder)")
+    parser.add_argument("-d", "--dataset-id", type=int, required=True, help="nnU-Net dataset id (1-999)")
+    parser.add_argument("--name", default=None, help="dataset name (default: the converter's)")
+    parser.add_argument("-o", "--output", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
+    parser.add_argument("--radius-floor", type=float, default=1.0,
+                        help="smallest label radius in voxels when rendering SWCs (default 1)")
+    parser.add_argument("--radius-scale", type=float, default=1.0, help="factor on SWC radii (default 1)")
+    parser.add_argument("--skeleton-radius", type=float, default=1.0,
+                        help="neurofly: tube radius in voxels for skeleton-mask labels (default 1)")
+    parser.add_argument("--swc-dir", default=None, help="generic: folder of SWC files (default: SRC)")
+    parser.add_argument("--channel", type=int, default=0, help="channel of multi-channel stacks (default 0)")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of cases for imagesTs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    parser.add_argument("--force", action="store_true", help="replace an existing data set folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataset_conversion.run import convert
+    from nnunetv2_neurino.data.nnunet_raw import format_report
+
+    report = convert(args.kind, args.src, args.dataset_id, args.name, args.output,
+                     radius_floor=args.radius_floor, radius_scale=args.radius_scale,
+                     test_fraction=args.test_fraction, seed=args.seed, force=args.force, channel=args.channel,
+                     swc_dir=args.swc_dir, skeleton_radius=args.skeleton_radius)
+    print(format_report(report))
+    return 0

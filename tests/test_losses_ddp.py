@@ -1,0 +1,114 @@
+"""DDP: the losses under two gloo processes on the CPU equal one process with the whole batch.
+
+nnU-Net's DDP gives each rank an equal share of the batch; each rank computes the loss on its share and
+DDP averages the gradients over ranks. All topology terms are per-sample means (and official TASL is
+all-reduced before it scales Dice + CE), so — with Dice + CE per sample (``batch_dice=False``) — the
+rank-averaged loss and gradient must equal the single-process loss and gradient. This test checks it for
+every topology mode with a tiny deep-supervised conv net.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+MODES = ("none", "official", "differentiable", "skeleton_recall", "cldice")
+
+
+class _TinyNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        out = self.conv(x)
+        return [out, F.avg_pool3d(out, 2), F.avg_pool3d(out, 4)]
+
+
+def _batch():
+    from nnunetv2_neurino.losses.skeleton_utils import skeleton_tube
+    from nnunetv2_neurino.losses.transforms import graph_channels
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((4, 16, 16, 16), dtype=np.int16)
+    for i in range(4):  # one straight tube per sample, different places and directions
+        labels[i, 3 + 2 * i:6 + 2 * i, 4:7, 2:14] = 1 if i % 2 == 0 else 0
+        labels[i, 2:14, 3 + i:6 + i, 8:11] = 1 if i % 2 == 1 else 0
+    chans = [np.stack([lab, skeleton_tube(lab), *graph_channels(lab)]) for lab in labels]
+    full = torch.from_numpy(np.stack(chans).astype(np.int16))
+    targets = [full] + [F.interpolate(full.float(), scale_factor=1 / f, mode="nearest-exact").to(torch.int16)
+                        for f in (2, 4)]
+    x = torch.from_numpy(labels[:, None].astype(np.float32) + 0.5 * rng.standard_normal((4, 1, 16, 16, 16),
+                                                                                          dtype=np.float32))
+    return x, targets
+
+
+def _loss(mode: str, sync_ddp: bool):
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    from nnunetv2_neurino.losses.compound import TopologyCompoundLoss
+    from nnunetv2_neurino.losses.tasl import DifferentiableTASL, OfficialTASL
+
+    dcce = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
+                          weight_ce=1, weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss)
+    return TopologyCompoundLoss(dcce, (4 / 7, 2 / 7, 1 / 7), topology=mode, official=OfficialTASL(sync_ddp=sync_ddp),
+                                differentiable=DifferentiableTASL(seed=0), tube_channel=1, node_channel=2,
+                                branch_channel=3)
+
+
+def _worker(rank: int, world: int, port: int) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        x, targets = _batch()
+        share = slice(rank * 2, rank * 2 + 2)
+        for mode in MODES:
+            torch.manual_seed(0)
+            net = _TinyNet()
+            ref = copy.deepcopy(net)
+            ref_loss = _loss(mode, sync_ddp=False)(ref(x), targets)
+            ref_loss.backward()
+            ddp = torch.nn.parallel.DistributedDataParallel(net)
+            loss = _loss(mode, sync_ddp=True)(ddp(x[share]), [t[share] for t in targets])
+            loss.backward()
+            mean_loss = loss.detach().clone()
+            dist.all_reduce(mean_loss)
+            mean_loss /= world
+            torch.testing.assert_close(mean_loss, ref_loss.detach(), rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, mode=mode: f"{mode}: loss {m}")
+            for p, q in zip(net.parameters(), ref.parameters()):
+                torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6,
+                                           msg=lambda m, mode=mode: f"{mode}: gradient {m}")
+            if mode in ("differentiable", "skeleton_recall", "official"):
+                assert not _loss_terms_trivial(mode, ref_loss, x, targets), mode
+    finally:
+        dist.destroy_process_group()
+
+
+def _loss_terms_trivial(mode, ref_loss, x, targets) -> bool:
+    """True when the topology term contributed nothing (the comparison would then prove little)."""
+    torch.manual_seed(0)
+    plain = _loss("none", sync_ddp=False)(_TinyNet()(x), targets)
+    return abs(plain.item() - ref_loss.item()) < 1e-6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_two_gloo_ranks_equal_one_process():
+    mp.spawn(_worker, args=(2, _free_port()), nprocs=2, join=True)
