@@ -241,3 +241,33 @@ def test_skeleton_tubes_match_analytic_cross_section():
     aniso = skeleton_to_tubes(dot, 2.0, (2.0, 1.0, 1.0))
     assert aniso[:, 4, 4].nonzero()[0].tolist() == [3, 4, 5]
     assert aniso[4, 4].nonzero()[0].tolist() == [2, 3, 4, 5, 6]
+
+
+def test_interrupted_conversion_leaves_nothing_that_looks_complete(tmp_path, bigneuron_src, monkeypatch):
+    """Ctrl-C in the middle of writing: no DatasetXXX folder, no partial folder, an old data set untouched."""
+    import nnunetv2_neurino.data.nnunet_raw as raw
+
+    src, _ = bigneuron_src
+    out = tmp_path / "raw"
+    calls = {"n": 0}
+    real_write = raw._write_nifti
+
+    def write_then_interrupt(path, array, spacing):
+        calls["n"] += 1
+        if calls["n"] == 3:                                   # after the first case's image and label
+            raise KeyboardInterrupt
+        real_write(path, array, spacing)
+
+    monkeypatch.setattr(raw, "_write_nifti", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        convert("bigneuron", src, 503, out_root=out, progress=False)
+    assert calls["n"] == 3 and list(out.iterdir()) == []     # nothing left at all
+
+    monkeypatch.setattr(raw, "_write_nifti", real_write)
+    convert("bigneuron", src, 503, out_root=out, progress=False)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    calls["n"] = 0
+    monkeypatch.setattr(raw, "_write_nifti", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        convert("bigneuron", src, 503, out_root=out, progress=False, force=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before   # --force run cut off: old set intact
