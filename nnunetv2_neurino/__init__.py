@@ -1,4 +1,5 @@
-"""nnunetv2-neurino: NeurINO (DINOv3-inflated 3D ConvNeXt), TASL, tracing and neuron metrics for nnU-Net v2."""
+"""nnunetv2-neurino: NeurINO (DINOv3-inflated 3D ConvNeXt), TASL, tracing and neuron metrics for
+nnU-Net v2."""
 
 __version__ = "0.1.0"
 

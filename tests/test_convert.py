@@ -199,7 +199,8 @@ def test_neurofly_sqlite_graph_becomes_spanning_forest(tmp_path, coord_kind):
     tree = read_graph_db(tmp_path / "g.db")
     assert tree.n == 6
     assert len(tree.roots) == 2                           # one tree per connected component
-    assert len(tree.edges()[0]) == 6 - 2                   # a spanning forest: cycle broken, no edge lost twice
+    # a spanning forest: cycle broken, no edge lost twice
+    assert len(tree.edges()[0]) == 6 - 2
     got = {tuple(np.round(p).astype(int)) for p in tree.xyz}
     assert got == set(pts.values())
 
@@ -270,4 +271,5 @@ def test_interrupted_conversion_leaves_nothing_that_looks_complete(tmp_path, big
     monkeypatch.setattr(raw, "_write_nifti", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         convert("bigneuron", src, 503, out_root=out, progress=False, force=True)
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before   # --force run cut off: old set intact
+    # --force run cut off: old set intact
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

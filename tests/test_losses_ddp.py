@@ -60,7 +60,8 @@ def _loss(mode: str, sync_ddp: bool):
 
     dcce = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
                           weight_ce=1, weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss)
-    return TopologyCompoundLoss(dcce, (4 / 7, 2 / 7, 1 / 7), topology=mode, official=OfficialTASL(sync_ddp=sync_ddp),
+    return TopologyCompoundLoss(dcce, (4 / 7, 2 / 7, 1 / 7), topology=mode,
+                                official=OfficialTASL(sync_ddp=sync_ddp),
                                 differentiable=DifferentiableTASL(seed=0), tube_channel=1, node_channel=2,
                                 branch_channel=3)
 
