@@ -101,7 +101,8 @@ def directed_surface_distances(src_surface: np.ndarray, dst_surface: np.ndarray,
 
 
 def _directed_kdtree(src: np.ndarray, dst: np.ndarray, sp: tuple[float, float, float]) -> np.ndarray:
-    """Exact nearest-neighbour distances from index set ``src`` (n, 3) to ``dst`` (m, 3), scaled by spacing."""
+    """Exact nearest-neighbour distances from index set ``src`` (n, 3) to ``dst`` (m, 3), scaled by
+    spacing."""
     scale = np.asarray(sp)
     d, _ = cKDTree(dst * scale).query(src * scale, k=1)
     return np.asarray(d, dtype=np.float64)
