@@ -180,3 +180,54 @@ def test_cwmbs_round_trip_render_then_trace(cwmbs_swc_files, tmp_path):
     out = write_swc(seeded, tmp_path / "traced.swc")
     m = morphio.Morphology(str(out))
     assert m.soma.points.shape[0] == 1 and len(m.root_sections) >= 1
+
+
+def _blobs(seed: int, shape=(36, 40, 44)) -> np.ndarray:
+    """Random smooth blobs: several 26-connected components of different sizes, some touching the border."""
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(np.random.default_rng(seed).normal(size=shape), 1.5) > 0.12
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 1.0, 0.7)])
+def test_radii_equal_full_volume_distance_transform(spacing):
+    """Radii are the distance transform of the whole (dust-free) mask read at the nodes: the tracer's
+    internal crop to the foreground's bounding box must not hide the background just outside it."""
+    import cc3d
+    import edt
+
+    mask = np.zeros((50, 54, 58), bool)
+    mask[5:45, 6:48, 7:51] = _blobs(4, (40, 42, 44))          # nothing on the array border
+    t = trace_mask(mask, spacing=spacing, min_component_size=10)
+    clean = cc3d.dust(mask, threshold=10, connectivity=26)
+    field = edt.edt(clean, anisotropy=spacing, black_border=False) / min(spacing)
+    zyx = np.rint(t.to_zyx()).astype(int)
+    np.testing.assert_allclose(t.radius, field[zyx[:, 0], zyx[:, 1], zyx[:, 2]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_trace_once_for_largest_component_equals_tracing_it(seed):
+    from nnunetv2_neurino.evaluation.case import keep_largest_component
+    from nnunetv2_neurino.tracing.trace import trace_mask_and_largest_component
+
+    mask = _blobs(seed)
+    spacing = ((1.0, 1.0, 1.0), (2.0, 1.0, 0.7))[seed % 2]
+    full, largest = trace_mask_and_largest_component(mask, spacing, min_component_size=10, offset=(3, 0, 5))
+    for got, expected in ((full, trace_mask(mask, spacing, 10, offset=(3, 0, 5))),
+                          (largest, trace_mask(keep_largest_component(mask), spacing, 10, offset=(3, 0, 5)))):
+        assert got.n == expected.n and len(got.roots) == len(expected.roots)
+        radius = dict(zip(map(tuple, expected.xyz), expected.radius))
+        np.testing.assert_allclose(got.radius, [radius[tuple(p)] for p in got.xyz], rtol=1e-9)
+        assert _segment_set(got) == _segment_set(expected)
+        assert {tuple(p) for p in got.xyz[got.roots]} == {tuple(p) for p in expected.xyz[expected.roots]}
+    assert len(largest.roots) == 1 and len(full.roots) > 1
+    # a largest component under the size limit leaves nothing, as tracing it would
+    speck = np.zeros((10, 10, 10), bool)
+    speck[4, 4, 4:7] = True
+    assert [t.n for t in trace_mask_and_largest_component(speck, min_component_size=10)] == [0, 0]
+    assert [t.n for t in trace_mask_and_largest_component(np.zeros((4, 4, 4)))] == [0, 0]
+
+
+def _segment_set(t: SWCTree) -> set:
+    child, parent = t.edges()
+    return {frozenset((tuple(t.xyz[c]), tuple(t.xyz[p]))) for c, p in zip(child, parent)}

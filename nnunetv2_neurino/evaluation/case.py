@@ -70,7 +70,7 @@ def score_case(files: CaseFiles, tracers: Sequence[str], threshold: float = 2.0,
     -------
     Row dict (see module docstring).
     """
-    from nnunetv2_neurino.evaluation.tracers import get_tracer
+    from nnunetv2_neurino.evaluation.tracers import get_tracer, trace_with_and_without_lcc
     from nnunetv2_neurino.metrics.neuron_distance import neuron_distance
     from nnunetv2_neurino.metrics.segmentation import segmentation_metrics
     from nnunetv2_neurino.metrics.volume_io import read_label_volume, same_spacing
@@ -100,13 +100,10 @@ def score_case(files: CaseFiles, tracers: Sequence[str], threshold: float = 2.0,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # missing parents become roots; reported by swc-distance
             gt_file_tree = read_swc(files.gt_swc)
-    pred_lcc = keep_largest_component(pred)
     drawn: dict = {}
     for name in tracers:
-        trace = get_tracer(name)
-        gt_tree = gt_file_tree if gt_file_tree is not None else trace(gt, sp)
-        for variant, mask in (("", pred), (LCC, pred_lcc)):
-            tree = trace(mask, sp)
+        gt_tree = gt_file_tree if gt_file_tree is not None else get_tracer(name)(gt, sp)
+        for variant, tree in zip(("", LCC), trace_with_and_without_lcc(name, pred, sp)):
             r = neuron_distance(tree, gt_tree, threshold=threshold)
             key = f"{name}{variant}"
             row.update({f"{key}/{k}": r[k] for k in TREE_KEYS})

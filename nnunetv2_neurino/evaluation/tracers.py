@@ -39,6 +39,22 @@ def _vaa3d(name: str) -> Tracer:
     return run
 
 
+def trace_with_and_without_lcc(name: str, mask: np.ndarray, spacing: Sequence[float]) -> tuple:
+    """(tree of ``mask``, tree of its largest 26-connected component) with tracer ``name``.
+
+    The built-in tracer traces once (:func:`~nnunetv2_neurino.tracing.trace.trace_mask_and_largest_component`,
+    same trees as tracing the two masks); other tracers run twice.
+    """
+    if name == "builtin":
+        from nnunetv2_neurino.tracing.trace import trace_mask_and_largest_component
+
+        return trace_mask_and_largest_component(mask, spacing=spacing, min_component_size=MIN_COMPONENT_SIZE)
+    from nnunetv2_neurino.evaluation.case import keep_largest_component
+
+    trace = get_tracer(name)
+    return trace(mask, spacing), trace(keep_largest_component(mask), spacing)
+
+
 def get_tracer(name: str) -> Tracer:
     """The tracing function for ``name``: ``builtin`` or one of the Vaa3D names (``vaa3d-app2`` ...).
 

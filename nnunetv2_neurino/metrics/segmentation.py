@@ -159,6 +159,13 @@ def segmentation_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[flo
         raise NeurinoError(f"expected 3D arrays (z, y, x), got shape {pred.shape}")
     sp = _check_spacing(spacing)
     p, g = pred != 0, gt != 0
+    # work inside the union's bounding box grown by one voxel (clipped to the array): the voxels of the
+    # margin are background or the array border, so surfaces and distances are those of the full arrays
+    union = p | g
+    ext = [np.flatnonzero(union.any(axis=ax)) for ax in ((1, 2), (0, 2), (0, 1))]
+    if ext[0].size:
+        box = tuple(slice(max(int(e[0]) - 1, 0), min(int(e[-1]) + 2, s)) for e, s in zip(ext, p.shape))
+        p, g = p[box], g[box]
     tp = int(np.count_nonzero(p & g))
     n_p, n_g = int(np.count_nonzero(p)), int(np.count_nonzero(g))
     fp, fn = n_p - tp, n_g - tp

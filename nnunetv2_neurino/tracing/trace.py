@@ -20,8 +20,8 @@ from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.swc import BASAL_DENDRITE, SOMA, SWCTree
 from nnunetv2_neurino.tracing.skeleton_graph import neighbour_graph, orient_forest, spanning_forest
 
-__all__ = ["trace_mask", "trace_probabilities", "prune_short_branches", "resample_chains",
-           "distance_to_background"]
+__all__ = ["trace_mask", "trace_mask_and_largest_component", "trace_probabilities", "prune_short_branches",
+           "resample_chains", "distance_to_background"]
 
 
 def _check_spacing(spacing) -> np.ndarray:
@@ -102,22 +102,91 @@ def trace_mask(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0), min
     ``radius`` = distance from the skeleton voxel to the nearest background voxel, in voxels of the finest
     axis (``min(spacing)``); type 3, the seeded root type 1.
     """
+    spacing = _check_spacing(spacing)
+    fg, offset = _clean_crop(mask, min_component_size, offset)
+    if fg is None:
+        return SWCTree.empty()
+    return _trace_clean(fg, spacing, offset, root, prune_length, resample_step)
+
+
+def trace_mask_and_largest_component(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                                     min_component_size: int = 10, offset: Sequence[int] = (0, 0, 0)
+                                     ) -> tuple[SWCTree, SWCTree]:
+    """Trace a mask once and also give the tree of its largest component (for keep-largest-component).
+
+    The second tree has the nodes, radii and segments of
+    ``trace_mask(keep_largest_component(mask), ...)`` (largest 26-connected component; ties: the one
+    cc3d labels first) at about half the cost of tracing twice: thinning, the distance to the
+    background and the spanning forest only look at a voxel's own component (two 26-connected
+    components never share a 26-neighbourhood, and the nearest background voxel of a component is
+    never another component's voxel), so the largest component's tree is a tree of the full trace.
+
+    Parameters
+    ----------
+    mask, spacing, min_component_size, offset : as for :func:`trace_mask`.
+
+    Returns
+    -------
+    (tree of the whole mask, tree of the largest component), ids 1..N each; both empty when the mask is
+    empty or its largest component has fewer than ``min_component_size`` voxels.
+    """
+    spacing = _check_spacing(spacing)
+    fg, offset = _clean_crop(mask, 1, offset)
+    if fg is None:
+        return SWCTree.empty(), SWCTree.empty()
+    labels = cc3d.connected_components(fg, connectivity=26)
+    counts = np.bincount(labels.reshape(-1))
+    counts[0] = 0
+    largest = int(np.argmax(counts))
+    if counts[largest] < min_component_size:
+        return SWCTree.empty(), SWCTree.empty()
+    if min_component_size > 1:
+        fg = (counts >= min_component_size)[labels]
+    tree = _trace_clean(fg, spacing, offset, None, 0.0, 1)
+    zyx = np.rint(tree.to_zyx() - offset).astype(np.int64)
+    in_largest = labels[zyx[:, 0], zyx[:, 1], zyx[:, 2]] == largest
+    return tree, tree.take(in_largest).renumbered()
+
+
+def _bounding_box(fg: np.ndarray, margin: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lo, hi) of the foreground's bounding box grown by ``margin`` (clipped to the array); None if empty.
+
+    Cheap axis projections instead of a full coordinate scan.
+    """
+    ext = [np.flatnonzero(fg.any(axis=ax)) for ax in ((1, 2), (0, 2), (0, 1))]
+    if ext[0].size == 0:
+        return None
+    lo = np.array([max(e[0] - margin, 0) for e in ext])
+    hi = np.array([min(e[-1] + 1 + margin, s) for e, s in zip(ext, fg.shape)])
+    return lo, hi
+
+
+def _clean_crop(mask: np.ndarray, min_component_size: int, offset) -> tuple[np.ndarray | None, np.ndarray]:
+    """Foreground of ``mask`` cropped to its bounding box + 1 voxel, components < min size removed.
+
+    The 1-voxel margin keeps the background just outside the box, so distances to the background are
+    those of the uncropped volume. Returns (bool crop or None when nothing is left, offset of the crop).
+    """
     mask = np.asarray(mask)
     if mask.ndim != 3:
         raise NeurinoError(f"trace_mask: expected a 3D (z, y, x) mask, got shape {mask.shape}")
-    spacing = _check_spacing(spacing)
     offset = np.asarray(offset, dtype=np.float64).reshape(3)
-    fg = np.ascontiguousarray(mask != 0)
+    fg = mask != 0
+    box = _bounding_box(fg)
+    if box is None:
+        return None, offset
+    lo, hi = box
+    fg = np.ascontiguousarray(fg[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
     if min_component_size > 1:
         fg = cc3d.dust(fg, threshold=int(min_component_size), connectivity=26)
-    if not fg.any():
-        return SWCTree.empty()
-    # work inside the foreground's bounding box (cheap projections instead of a full coordinate scan)
-    ext = [np.flatnonzero(fg.any(axis=ax)) for ax in ((1, 2), (0, 2), (0, 1))]
-    lo = np.array([e[0] for e in ext])
-    hi = np.array([e[-1] + 1 for e in ext])
-    fg = np.ascontiguousarray(fg[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
-    offset = offset + lo
+        if not fg.any():
+            return None, offset
+    return fg, offset + lo
+
+
+def _trace_clean(fg: np.ndarray, spacing: np.ndarray, offset: np.ndarray, root, prune_length: float,
+                 resample_step: int) -> SWCTree:
+    """:func:`trace_mask` after cleaning: ``fg`` is a non-empty bool crop starting at ``offset``."""
     zyx = np.argwhere(skeletonize(fg))
     dist = distance_to_background(fg, zyx, spacing) / spacing.min()
 
