@@ -79,3 +79,32 @@ def test_trace_command_folder_mode(tmp_path, mask):
     coarse = read_swc(out / "b.swc")
     expected = trace_mask(mask[:, ::-1].copy(), resample_step=3)
     assert _xyz_set(coarse) == _xyz_set(expected) and coarse.n < full_n / 2
+
+
+def test_trace_command_threshold_min_size_and_spacing(tmp_path, mask, capsys):
+    """--threshold picks a probability map's foreground, --min-size drops specks, --spacing sets radii."""
+    from scipy.ndimage import binary_dilation
+
+    halo = binary_dilation(mask, iterations=2) & ~mask
+    prob = np.where(mask, 0.9, np.where(halo, 0.6, 0.05)).astype(np.float32)
+    prob[17, 25, 23:26] = 0.9                                    # a 3-voxel speck far from the tube
+    np.save(tmp_path / "p.npy", prob)
+    out = tmp_path / "o.swc"
+
+    def trace(*extra) -> SWCTree:
+        assert main(["trace", str(tmp_path / "p.npy"), "-o", str(out), "--force", *extra]) == 0
+        return read_swc(out)
+
+    thick, thin = trace("--threshold", "0.5"), trace("--threshold", "0.7")
+    assert len(thick.roots) == len(thin.roots) == 1                   # speck < 10 voxels removed
+    assert _xyz_set(thin) == _xyz_set(trace_mask(mask))              # 0.7 keeps the tube only
+    assert np.median(thick.radius) >= np.median(thin.radius) + 1.0   # the halo thickens the tube
+    assert len(trace("--threshold", "0.7", "--min-size", "1").roots) == 2
+    aniso = trace("--threshold", "0.7", "--spacing", "1", "1", "0.5")
+    expected = trace_mask(mask, spacing=(1, 1, 0.5))
+    np.testing.assert_allclose(sorted(aniso.radius), sorted(np.round(expected.radius, 6)), atol=1e-6)
+    assert np.median(aniso.radius) > np.median(thin.radius)        # radii in units of the finest axis
+    for bad in (["--step", "0"], ["--prune", "-1"]):
+        assert main(["trace", str(tmp_path / "p.npy"), "-o", str(tmp_path / "x.swc"), *bad]) == 2
+        assert not (tmp_path / "x.swc").exists()
+    capsys.readouterr()

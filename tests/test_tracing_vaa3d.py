@@ -102,3 +102,13 @@ def test_cli_runs_vaa3d_tracer(fake_vaa3d, tmp_path):
     assert main(args) == 0
     np.testing.assert_allclose(read_swc(tmp_path / "m.swc").xyz, [[1, 2, 3], [4, 2, 3]])
     assert os.path.exists(fake_vaa3d[1])
+
+
+def test_cli_vaa3d_refuses_root_and_applies_step(fake_vaa3d, tmp_path, capsys):
+    np.save(tmp_path / "m.npy", np.ones((3, 3, 3), np.uint8))
+    base = ["trace", str(tmp_path / "m.npy"), "-o", str(tmp_path / "m.swc"), "--tracer", "vaa3d-app2"]
+    assert main(base + ["--root", "1", "1", "1"]) == 2
+    assert "built-in tracer only" in capsys.readouterr().err and not (tmp_path / "m.swc").exists()
+    assert main(base + ["--step", "5", "--prune", "10"]) == 0
+    # a two-node chain: root and tip are always kept; prune never removes a whole unbranched tree
+    np.testing.assert_allclose(read_swc(tmp_path / "m.swc").xyz, [[1, 2, 3], [4, 2, 3]])

@@ -20,11 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="foreground = probability > THRESHOLD for float volumes (default 0.5); "
                         "integer volumes: label != 0")
     p.add_argument("--min-size", type=int, default=10,
-                   help="remove 26-connected components with fewer voxels (default 10)")
+                   help="remove 26-connected components with fewer voxels (default 10; built-in tracer)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                    help="voxel size (default: from the file, 1 1 1 for .npy/.npz); affects radii and lengths")
     p.add_argument("--root", type=float, nargs=3, metavar=("X", "Y", "Z"),
-                   help="soma / seed point in voxel coordinates: its component is rooted there (type 1)")
+                   help="soma / seed point in voxel coordinates: its component is rooted there (type 1; "
+                        "built-in tracer only)")
     p.add_argument("--prune", type=float, default=0.0,
                    help="remove terminal branches shorter than this (physical units; default 0 = keep all)")
     p.add_argument("--step", type=int, default=1,
@@ -44,7 +45,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _trace_file(path: Path, args: argparse.Namespace):
     import numpy as np
 
-    from nnunetv2_neurino.tracing import trace_mask, trace_probabilities
+    from nnunetv2_neurino.errors import NeurinoError
+    from nnunetv2_neurino.tracing import (
+        prune_short_branches,
+        resample_chains,
+        trace_mask,
+        trace_probabilities,
+    )
     from nnunetv2_neurino.tracing.io import read_volume
     from nnunetv2_neurino.tracing.vaa3d import trace_with_vaa3d
 
@@ -53,9 +60,15 @@ def _trace_file(path: Path, args: argparse.Namespace):
         spacing = tuple(args.spacing)
     is_prob = np.issubdtype(volume.dtype, np.floating)
     if args.tracer != "builtin":
-        return trace_with_vaa3d(volume, args.tracer, is_probability=is_prob, threshold=args.threshold,
+        if args.root is not None:
+            raise NeurinoError(f"--root is used by the built-in tracer only ({args.tracer} chooses its own "
+                               "root); drop --root or use --tracer builtin")
+        tree = trace_with_vaa3d(volume, args.tracer, is_probability=is_prob, threshold=args.threshold,
                                 background_threshold=args.background_threshold,
                                 length_threshold=args.length_threshold)
+        if args.prune > 0:
+            tree = prune_short_branches(tree, args.prune, spacing)
+        return resample_chains(tree, args.step) if args.step > 1 else tree
     kwargs = dict(spacing=spacing, min_component_size=args.min_size, root=args.root,
                   prune_length=args.prune, resample_step=args.step)
     if is_prob:
@@ -78,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.tracing.io import is_volume_file, volume_stem
 
     src, out = Path(args.input), Path(args.output)
+    if args.step < 1:
+        raise NeurinoError(f"--step must be >= 1, got {args.step}")
+    if args.prune < 0:
+        raise NeurinoError(f"--prune must be >= 0, got {args.prune}")
     if not src.exists():
         raise NeurinoError(f"{src}: no such file or folder")
     if not (src.is_dir() and not src.name.lower().endswith(".zarr")):
