@@ -108,7 +108,8 @@ def build_trained_run(root: Path) -> TrainedRun:
     write_tube_dataset(run.raw, E2E_DATASET_ID, E2E_DATASET_NAME, n_train=4, n_test=1, shape=E2E_CASE_SHAPE)
     did = str(E2E_DATASET_ID)
     _run_step(run, "plan_and_preprocess",
-              [_cli("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "3d_fullres", "-np", "2"])
+              [_cli("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "3d_fullres", "-np", "2"],
+              {"nnUNet_n_proc_DA": "1"})  # the planner calls torch.set_num_threads(n_proc_DA): 0 fails
     _edit_plan(run.preprocessed / dataset_name / "nnUNetPlans.json", run.planned_patch)
     splits = [{"train": ["tubes_000", "tubes_001", "tubes_002"], "val": ["tubes_003"]}]
     (run.preprocessed / dataset_name / "splits_final.json").write_text(json.dumps(splits))
