@@ -21,7 +21,14 @@ def test_swc_distance_json_hand_case(tmp_path, capsys):
     b = _write(tmp_path, "b.swc", "1 3 0 0 0 1 -1\n2 3 5 0 0 1 1\n3 3 10 0 0 1 2\n4 3 5 6 0 1 2\n")
     assert main(["swc-distance", a, b, "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
+    keys = "ESA12 ESA21 ESA DSA12 DSA21 DSA PDS12 PDS21 PDS n12 n21 n12big n21big".split()
+    assert set(keys) <= set(r) and all(isinstance(r[k], (int, float)) for k in keys)
     assert r["ESA"] == pytest.approx(21 / 38) and r["DSA"] == pytest.approx(4) and r["n21"] == 19
+    # SPEC §5 hand case, directional values: A lies on B (0), B's side branch is 6 voxels off A
+    assert (r["ESA12"], r["DSA12"], r["PDS12"]) == (0, 0, 0)
+    assert r["ESA21"] == pytest.approx(21 / 19) and r["DSA21"] == pytest.approx(4)
+    assert r["PDS21"] == pytest.approx(5 / 19) and r["PDS"] == pytest.approx(5 / 38)
+    assert (r["n12"], r["n12big"], r["n21big"]) == (11, 0, 5)
     # a larger threshold only removes "different" samples
     assert main(["swc-distance", a, b, "--json", "--threshold", "5"]) == 0
     r = json.loads(capsys.readouterr().out)
@@ -34,6 +41,8 @@ def test_swc_distance_table_and_nan_json(tmp_path, capsys):
     assert main(["swc-distance", a, one, "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["ESA"] is None and r["valid"] is False and "tree 2" in r["flag"]
+    assert all(r[k] is None for k in ("ESA12", "ESA21", "DSA", "DSA12", "DSA21", "PDS", "PDS12", "PDS21"))
+    assert (r["n12"], r["n21"], r["empty_1"], r["empty_2"]) == (0, 0, False, True)
     assert main(["swc-distance", a, a]) == 0
     assert "ESA" in capsys.readouterr().out
 
@@ -64,6 +73,10 @@ def test_seg_metrics_npy_and_errors(tmp_path, capsys):
     assert main(["seg-metrics", str(tmp_path / "pred.npy"), str(tmp_path / "gt.npy"), "--json",
                  "--spacing", "1", "1", "3"]) == 0
     assert json.loads(capsys.readouterr().out)["hd95"] == pytest.approx(6)
+    np.save(tmp_path / "empty.npy", np.zeros_like(gt))
+    assert main(["seg-metrics", str(tmp_path / "empty.npy"), str(tmp_path / "gt.npy"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)          # strict JSON: NaN written as null, with the reason
+    assert r["f1"] == 0 and r["hd95"] is None and "prediction empty" in r["flag"]
     np.save(tmp_path / "small.npy", gt[:10])
     assert main(["seg-metrics", str(tmp_path / "small.npy"), str(tmp_path / "gt.npy")]) == 2
     assert "shape" in capsys.readouterr().err

@@ -95,3 +95,19 @@ def test_shape_and_spacing_errors():
         segmentation_metrics(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)))
     with pytest.raises(NeurinoError, match="spacing"):
         segmentation_metrics(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), spacing=(1, 0, 1))
+
+
+def test_all_foreground_prediction():
+    """An all-foreground prediction: recall 1, precision = |GT| / volume, and HD95 set by the array border
+    (its surface) against a central cube, checked against the pairwise reference."""
+    shape = (16, 18, 20)
+    gt = _cube(shape, (5, 6, 7), 6)
+    full = np.ones(shape, bool)
+    r = segmentation_metrics(full, gt, spacing=(2.0, 1.0, 1.0))
+    n = full.size
+    assert r["recall"] == 1 and r["precision"] == pytest.approx(216 / n)
+    assert r["f1"] == pytest.approx(2 * 216 / (n + 216)) and r["flag"] == ""
+    assert r["hd95"] == pytest.approx(_brute_hd95(full, gt, (2.0, 1.0, 1.0)), rel=1e-9)
+    assert r["hd95"] > 5                                   # the border is far from the cube
+    both = segmentation_metrics(full, full)
+    assert (both["f1"], both["hd95"]) == (1.0, 0.0)
