@@ -121,6 +121,35 @@ def test_traced_gt_without_swc_parallel(folders, tmp_path):
     assert float(rows["caseA"]["builtin/ESA"]) < 1e-5 and float(rows["caseA"]["builtin/PDS"]) == 0
     assert rows["caseA"]["gt_tree"] == "traced GT mask"
     assert not (tmp_path / "o" / "figures").exists()
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "traced from the ground-truth masks with the same tracer (no gold SWCs)" in report
+
+
+def test_names_from_nnunet_predict_folder_and_gt_path(folders, tmp_path, capsys):
+    """Outside nnUNet_results: the data set comes from the plans.json nnUNetv2_predict writes beside its
+    predictions, else from DatasetXXX_NAME in the ground-truth path; the method is the folder name."""
+    import shutil
+
+    from nnunetv2_neurino.evaluation import evaluate_folders
+    from nnunetv2_neurino.evaluation.nnunet_paths import names_from_results_path
+
+    dirs, _, _ = folders
+    pred, gt = tmp_path / "my_predictions", tmp_path / "Dataset503_Fly" / "labelsTs"
+    pred.mkdir()
+    gt.mkdir(parents=True)
+    shutil.copy(dirs["pred"] / "caseA.nii.gz", pred)
+    shutil.copy(dirs["gt"] / "caseA.nii.gz", gt)
+    s = evaluate_folders(pred, gt, tmp_path / "o1", figures=False, progress=True)
+    assert (s["method"], s["dataset"], s["n_ok"]) == ("my_predictions", "Fly", 1)
+    err = capsys.readouterr().err
+    assert "evaluate" in err and "1/1" in err                       # the tqdm progress bar
+    (pred / "plans.json").write_text(json.dumps({"dataset_name": "Dataset502_Mouse",
+                                                 "plans_name": "nnUNetResEncUNetMPlans"}))
+    s = evaluate_folders(pred, gt, tmp_path / "o2", figures=False, progress=False)
+    assert s["dataset"] == "Mouse" and s["nnunet"]["dataset"] == "Dataset502_Mouse"
+    assert s["nnunet"]["plans"] == "nnUNetResEncUNetMPlans"
+    (pred / "plans.json").write_text("{not json")                   # unreadable: ignored, not a crash
+    assert names_from_results_path(pred)["dataset"] is None
 
 
 def test_write_topology_summary(folders):

@@ -92,8 +92,11 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
     gt_swc_dir : optional gold SWCs ``CASE.swc``; without one, the ground-truth mask is traced with the same
         tracer (the report says so).
     tracers : tracer names, see :mod:`nnunetv2_neurino.evaluation.tracers`.
-    method, dataset : names for the tables; default: parsed from an nnU-Net results path
-        (``.../DatasetXXX_NAME/TRAINER__PLANS__CONFIG/fold_N/validation``), else the folder names.
+    method, dataset : names for the tables. Default method: the trainer of an nnU-Net results path
+        (``.../DatasetXXX_NAME/TRAINER__PLANS__CONFIG/fold_N/validation``), else the prediction folder's
+        name. Default data set: ``NAME`` of ``DatasetXXX_NAME`` in the prediction path, else in the
+        ``plans.json`` nnUNetv2_predict writes into its output folder, else in the ground-truth path
+        (e.g. ``nnUNet_raw/DatasetXXX_NAME/labelsTs``), else the ground-truth folder's parent name.
     workers : parallel processes (1 = in this process).
     threshold : ESA/DSA/PDS threshold, voxels.
     label : scored label value (default: all nonzero labels are foreground).
@@ -116,7 +119,8 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
     cases = collect_cases(pred_dir, gt_dir, images_dir, gt_swc_dir)
     parsed = names_from_results_path(pred_dir)
     method = method or parsed["method"] or Path(pred_dir).resolve().name
-    dataset = dataset or parsed["dataset_name"] or Path(gt_dir).resolve().parent.name
+    dataset = (dataset or parsed["dataset_name"] or names_from_results_path(gt_dir)["dataset_name"]
+               or Path(gt_dir).resolve().parent.name)
     out_dir = Path(out_dir)
     with atomic_directory(out_dir, force=force) as tmp:
         fig_dir = tmp / "figures"

@@ -18,8 +18,9 @@ def names_from_results_path(path: str | os.PathLike) -> dict:
 
     Parameters
     ----------
-    path : any folder at or below a ``DatasetXXX_NAME`` folder (a prediction folder somewhere else
-        yields no names).
+    path : any folder at or below a ``DatasetXXX_NAME`` folder. A folder elsewhere that holds the
+        ``plans.json`` which ``nnUNetv2_predict`` writes beside its predictions gives the data set (its
+        ``dataset_name``) and the plans name; the trainer is not recorded there.
 
     Returns
     -------
@@ -36,9 +37,24 @@ def names_from_results_path(path: str | os.PathLike) -> dict:
             out.update(trainer=m.group(1), plans=m.group(2), configuration=m.group(3))
         elif m := _FOLD.match(part):
             out["fold"] = m.group(1)
+    if out["dataset"] is None:
+        plans = _read_plans(Path(path) / "plans.json")
+        if (m := _DATASET.match(str(plans.get("dataset_name", "")))) is not None:
+            out.update(dataset=m.group(0), dataset_name=m.group(2), plans=plans.get("plans_name"))
     if out["trainer"]:
         out["method"] = out["trainer"]
     return out
+
+
+def _read_plans(path: Path) -> dict:
+    """nnU-Net's plans.json as a dict; {} when absent or unreadable (names are a convenience only)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def list_cases(folder: str | os.PathLike, channel_suffix: str = "") -> dict[str, Path]:
