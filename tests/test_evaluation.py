@@ -94,9 +94,21 @@ def test_report_and_figures(evaluated):
     report = (out / "report.md").read_text()
     assert "MONAI" in report and "neuron_distance" in report and "caseC" in report and "+lcc" in report
     assert "gold-standard SWC files" in report
+    from matplotlib.image import imread
+
+    def has(rgb, colour) -> bool:
+        return bool(np.any(np.all(np.abs(rgb - np.asarray(colour) / 255) < 0.02, axis=-1)))
+
     for case in ("caseA", "caseB"):
         png = out / "figures" / f"{case}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"figures/{case}.png" in report
+        rgb = imread(png)[..., :3]
+        # MIP overlay (yellow = agree) and the traced tree (magenta) over the GT tree (green) are drawn
+        assert has(rgb, (255, 255, 0)) and has(rgb, (255, 0, 255)) and has(rgb, (0x22, 0xCC, 0x44)), case
+    # caseB: the false-positive blob is red, the cut is green (false negative) in the overlay
+    rgb = imread(out / "figures" / "caseB.png")[..., :3]
+    assert has(rgb, (255, 0, 0)) and has(rgb, (0, 255, 0))
+    assert not has(imread(out / "figures" / "caseA.png")[..., :3], (255, 0, 0))
     assert not (out / "figures" / "caseC.png").exists()
 
 
