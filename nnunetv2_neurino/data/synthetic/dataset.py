@@ -102,7 +102,8 @@ def generate_case(seed: int = 0, index: int = 0, shape: tuple[int, int, int] = (
     if morphology is None:
         tree, source = generate_neuron(shape, spacing, rng, mp), "generated"
     else:
-        tree, source = fit_tree_to_volume(morphology, shape, spacing, rng), morphology.source
+        tree = fit_tree_to_volume(morphology, shape, spacing, rng, min_radius=mp.min_radius)
+        source = morphology.source
     distractors = [generate_fibre(shape, spacing, rng, mp)
                    for _ in range(int(rng.integers(ip.n_fibres[0], ip.n_fibres[1] + 1)))]
     if rng.random() < ip.second_neuron_probability:

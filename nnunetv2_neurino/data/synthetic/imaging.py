@@ -50,7 +50,7 @@ class ImagingParams:
     soma_brightness : brightness of the soma relative to the neurites.
     n_dim, dim_factor : number of dim stretches and their brightness factor.
     n_broken, broken_factor : number of broken stretches (almost no signal) and their factor.
-    gap_length : length of a dim or broken stretch.
+    dim_length, broken_length : length of a dim / broken stretch.
     n_fibres : passing fibres of neighbouring neurons (not in the label).
     second_neuron_probability : chance of a second (unlabelled) neuron with its soma near a face.
     distractor_brightness : brightness of fibres and the second neuron relative to the labelled one.
@@ -72,7 +72,8 @@ class ImagingParams:
     dim_factor: tuple[float, float] = (0.15, 0.35)
     n_broken: tuple[int, int] = (1, 2)
     broken_factor: float = 0.02
-    gap_length: tuple[float, float] = (3.0, 6.0)
+    dim_length: tuple[float, float] = (4.0, 8.0)
+    broken_length: tuple[float, float] = (5.0, 9.0)
     n_fibres: tuple[int, int] = (1, 3)
     second_neuron_probability: float = 0.4
     distractor_brightness: tuple[float, float] = (0.5, 1.0)
@@ -142,12 +143,13 @@ def neurite_brightness(tree: SWCTree, spacing, rng: np.random.Generator,
         from_root = dijkstra(graph, directed=False, indices=roots, min_only=True)
         soma_r = float(tree.radius[soma].max() * min(spacing)) if soma.any() else 0.0
         free = (~soma) & np.isfinite(from_root) & (from_root > soma_r + 4.0)
-        kinds = ((DIM, params.n_dim, None), (BROKEN, params.n_broken, params.broken_factor))
-        for kind, count, factor in kinds:
+        kinds = ((DIM, params.n_dim, None, params.dim_length),
+                 (BROKEN, params.n_broken, params.broken_factor, params.broken_length))
+        for kind, count, factor, length in kinds:
             k = int(rng.integers(count[0], count[1] + 1))
             candidates = np.flatnonzero(free & (state == NORMAL))
             for seed in rng.choice(candidates, size=min(k, candidates.size), replace=False):
-                half = 0.5 * rng.uniform(*params.gap_length)
+                half = 0.5 * rng.uniform(*length)
                 dist = dijkstra(graph, directed=False, indices=int(seed), limit=half + 1e-9)
                 inside = np.isfinite(dist) & (state == NORMAL) & ~soma
                 f = rng.uniform(*params.dim_factor) if factor is None else factor

@@ -240,7 +240,7 @@ def generate_fibre(shape: tuple[int, int, int], spacing=(1.0, 1.0, 1.0),
 
 def fit_tree_to_volume(tree: SWCTree, shape: tuple[int, int, int], spacing=(1.0, 1.0, 1.0),
                        rng: np.random.Generator | None = None, margin: float = 2.0,
-                       rotate: bool = True) -> SWCTree:
+                       rotate: bool = True, min_radius: float = 0.7) -> SWCTree:
     """Place a reconstruction (any unit, isotropic) into the volume: random rotation, uniform scaling so its
     bounding box fits inside with ``margin`` voxels to spare, centred.
 
@@ -252,6 +252,8 @@ def fit_tree_to_volume(tree: SWCTree, shape: tuple[int, int, int], spacing=(1.0,
     rng : random generator for the rotation.
     margin : free border in voxels of the finest axis.
     rotate : apply a uniformly random 3D rotation first.
+    min_radius : smallest radius after scaling (voxels of the finest axis): a large reconstruction shrunk
+        into a small volume would otherwise get sub-voxel neurites that emit almost no light.
 
     Returns
     -------
@@ -278,5 +280,5 @@ def fit_tree_to_volume(tree: SWCTree, shape: tuple[int, int, int], spacing=(1.0,
         scale = 1.0
     pts = pts * scale - 0.5 * (pts.min(0) + pts.max(0)) * scale + 0.5 * box
     zyx = np.round(pts / spacing, _DECIMALS)
-    radius = np.round(tree.radius * scale / spacing.min(), _DECIMALS)
+    radius = np.round(np.maximum(tree.radius * scale / spacing.min(), min_radius), _DECIMALS)
     return SWCTree.from_zyx(zyx, tree.parent_index, radius=radius, types=tree.types, source=tree.source)
