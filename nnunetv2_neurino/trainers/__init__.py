@@ -3,6 +3,15 @@
 Every setting is a class attribute: a variant is a subclass that changes a few of them.
 """
 
+from nnunetv2_neurino.trainers.configs import nnUNetTrainerNeurINO_paper32, nnUNetTrainerNeurINO_paper64
+from nnunetv2_neurino.trainers.demo import (
+    nnUNetTrainer_demo,
+    nnUNetTrainer_demoQuick,
+    nnUNetTrainerNeurINO_demo,
+    nnUNetTrainerNeurINO_demoPretrained,
+    nnUNetTrainerNeurINO_demoPretrainedQuick,
+    nnUNetTrainerNeurINO_demoQuick,
+)
 from nnunetv2_neurino.trainers.nnUNetTrainerNeurINO import (
     nnUNetTrainerNeurINO,
     nnUNetTrainerNeurINO_center,
@@ -10,7 +19,6 @@ from nnunetv2_neurino.trainers.nnUNetTrainerNeurINO import (
     nnUNetTrainerNeurINO_S,
     nnUNetTrainerNeurINO_scratch,
     nnUNetTrainerNeurINO_stride4,
-    nnUNetTrainerNeurINODemo,
 )
 
 __all__ = [
@@ -20,5 +28,12 @@ __all__ = [
     "nnUNetTrainerNeurINO_stride4",
     "nnUNetTrainerNeurINO_scratch",
     "nnUNetTrainerNeurINO_noTASL",
-    "nnUNetTrainerNeurINODemo",
+    "nnUNetTrainerNeurINO_paper32",
+    "nnUNetTrainerNeurINO_paper64",
+    "nnUNetTrainerNeurINO_demo",
+    "nnUNetTrainerNeurINO_demoQuick",
+    "nnUNetTrainerNeurINO_demoPretrained",
+    "nnUNetTrainerNeurINO_demoPretrainedQuick",
+    "nnUNetTrainer_demo",
+    "nnUNetTrainer_demoQuick",
 ]

@@ -14,8 +14,9 @@ from torch import nn
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.trainers.deep_supervision import NetworkStridesDeepSupervisionMixin
 from nnunetv2_neurino.trainers.patch import PatchFitMixin
-from nnunetv2_neurino.trainers.settings import AdamWPolyMixin, ClassSettingsMixin, NoMirroringMixin
+from nnunetv2_neurino.trainers.settings import AdamWPolyMixin, ClassSettingsMixin
 from nnunetv2_neurino.trainers.tasl_step import TASLStepMixin
+from nnunetv2_neurino.trainers.validation_summary import TopologySummaryMixin
 from nnunetv2_neurino.trainers.weights import DINOv3WeightsMixin
 
 
@@ -62,10 +63,14 @@ class NeurINONetworkMixin(PatchFitMixin):
                              strides=cls.neurino_strides(configuration_manager, patch))
 
 
-class nnUNetTrainerNeurINO(TASLStepMixin, DINOv3WeightsMixin, NeurINONetworkMixin,
+class nnUNetTrainerNeurINO(TopologySummaryMixin, TASLStepMixin, DINOv3WeightsMixin, NeurINONetworkMixin,
                            NetworkStridesDeepSupervisionMixin, AdamWPolyMixin, ClassSettingsMixin,
                            nnUNetTrainer):
-    """NeurINO-T (DINOv3 ConvNeXt-Tiny, average inflation, stride-2 stem), Dice + CE + official TASL."""
+    """NeurINO-T (DINOv3 ConvNeXt-Tiny, average inflation, stride-2 stem), Dice + CE + official TASL.
+
+    After nnU-Net's final validation (also ``--val``) it writes ``validation/summary_topology.json``
+    (F1, HD95, ESA/DSA/PDS; :class:`~.validation_summary.TopologySummaryMixin`).
+    """
 
 
 class nnUNetTrainerNeurINO_S(nnUNetTrainerNeurINO):
@@ -96,11 +101,3 @@ class nnUNetTrainerNeurINO_noTASL(nnUNetTrainerNeurINO):
     """Dice + CE only."""
 
     use_tasl = False
-
-
-class nnUNetTrainerNeurINODemo(NoMirroringMixin, nnUNetTrainerNeurINO_scratch):
-    """A few CPU minutes: from scratch, 3 epochs × 4 iterations, no mirroring (``neurino demo``)."""
-
-    num_epochs = 3
-    num_iterations_per_epoch = 4
-    num_val_iterations_per_epoch = 1
