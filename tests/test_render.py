@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import cc3d
@@ -123,19 +122,15 @@ def test_physical_coordinates_and_floor():
     np.testing.assert_array_equal(wide, render_swc(_tree(xyz_vox, 2.0, [-1, 0, 0]), (20, 40, 40)))
 
 
-def test_cwmbs_render_covers_nodes_connected_and_fast(cwmbs_swc_files):
-    timings = []
+def test_cwmbs_render_covers_nodes_and_is_connected(cwmbs_swc_files):
+    # (speed: benchmarks/eval_speed.py renders a 1,400-node neuron into 256³)
     for f in cwmbs_swc_files:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t = read_swc(f)
-        t0 = time.perf_counter()
         m = render_swc(t, (256, 256, 256))
-        timings.append(time.perf_counter() - t0)
         zyx = np.rint(t.to_zyx()).astype(int)
         ok = np.all((zyx >= 0) & (zyx < 256), axis=1)
         assert m[tuple(zyx[ok].T)].all(), f.name
         # each tree renders as one 26-connected piece, so there are at most as many pieces as roots
         assert 1 <= cc3d.connected_components(m, connectivity=26).max() <= len(t.roots), f.name
-    # ~0.25 s for 1,379 nodes on one core here; generous bound for a shared CI machine
-    assert max(timings) < 10.0, timings
