@@ -186,6 +186,15 @@ def test_unknown_tracer_and_missing_folder(folders, tmp_path, capsys):
     assert "none" in capsys.readouterr().err and not (tmp_path / "y").exists()
 
 
+def test_vaa3d_tracer_without_vaa3d_stops_before_work(folders, tmp_path, monkeypatch, capsys):
+    dirs, _, _ = folders
+    monkeypatch.delenv("VAA3D_BIN", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))                       # no vaa3d anywhere
+    assert main(["evaluate", "--pred", str(dirs["pred"]), "--gt", str(dirs["gt"]), "--tracer", "builtin",
+                 "vaa3d-neutube", "-o", str(tmp_path / "z")]) == 2
+    assert "vaa3d.org" in capsys.readouterr().err and not (tmp_path / "z").exists()
+
+
 def test_vaa3d_tracer_columns_with_stand_in_executable(folders, tmp_path, monkeypatch):
     """A stand-in `vaa3d` writes a fixed two-node stem; its scores land in the vaa3d-app2 columns."""
     from nnunetv2_neurino.evaluation import evaluate_folders

@@ -116,6 +116,10 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
 
     for t in tracers:
         get_tracer(t)  # unknown names fail before any work
+    if any(t != "builtin" for t in tracers):
+        from nnunetv2_neurino.tracing.vaa3d import find_vaa3d
+
+        find_vaa3d()  # no Vaa3D: say how to get it once, before any work, instead of failing every case
     cases = collect_cases(pred_dir, gt_dir, images_dir, gt_swc_dir)
     parsed = names_from_results_path(pred_dir)
     method = method or parsed["method"] or Path(pred_dir).resolve().name
