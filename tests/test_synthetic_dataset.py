@@ -321,6 +321,16 @@ def test_cli_make_dataset_with_preview(tmp_path, capsys):
     assert "nope does not exist" in capsys.readouterr().err
 
 
+def test_preview_refuses_bad_input(tmp_path):
+    from nnunetv2_neurino.data.preview import preview_dataset, write_case_preview
+
+    with pytest.raises(NeurinoError, match="no images"):
+        preview_dataset(tmp_path)
+    with pytest.raises(NeurinoError, match="label shape"):
+        write_case_preview(tmp_path / "x.png", np.zeros((4, 5, 6)), np.zeros((4, 5, 5)))
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_cli_default_output_is_nnunet_raw(tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_raw", str(tmp_path))
     assert main(["make-dataset", "-d", "23", "--n-train", "1", "--n-test", "0", "--shape", "12", "12",

@@ -11,7 +11,7 @@ image-space :class:`~nnunetv2_neurino.swc.SWCTree` objects: 0-based voxel coordi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -228,8 +228,7 @@ def generate_fibre(shape: tuple[int, int, int], spacing=(1.0, 1.0, 1.0),
         start[axis], end[axis] = 0.0, box[axis]
     else:
         start[axis], end[axis] = box[axis], 0.0
-    smooth = MorphologyParams(**{**params.__dict__, "persistence": max(params.persistence, 0.9),
-                                 "radius_decay": 1.0})
+    smooth = replace(params, persistence=max(params.persistence, 0.9), radius_decay=1.0)
     g = _Grower(box, smooth, rng)
     r = rng.uniform(*radius)
     first = g.add(start, r, -1, BASAL_DENDRITE)
