@@ -226,6 +226,13 @@ def test_trace_once_for_largest_component_equals_tracing_it(seed):
     speck[4, 4, 4:7] = True
     assert [t.n for t in trace_mask_and_largest_component(speck, min_component_size=10)] == [0, 0]
     assert [t.n for t in trace_mask_and_largest_component(np.zeros((4, 4, 4)))] == [0, 0]
+    # a tie: two equal rods; both functions keep the one whose first voxel comes first in C order
+    rods = np.zeros((12, 20, 20), bool)
+    rods[8, 3, 2:16] = rods[3, 15, 4:18] = True
+    kept = keep_largest_component(rods)
+    assert kept.sum() == 14 and kept[3, 15, 4]
+    _, largest = trace_mask_and_largest_component(rods, min_component_size=5)
+    assert np.all(largest.xyz[:, 2] == 3) and largest.n == 14
 
 
 def _segment_set(t: SWCTree) -> set:

@@ -37,11 +37,18 @@ class CaseFiles:
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected foreground component of a bool mask (z, y, x); empty stays empty."""
+    """The largest 26-connected foreground component of a bool mask (z, y, x); empty stays empty.
+
+    Ties: the component cc3d labels first (its first voxel in C order comes first), the same choice as
+    :func:`~nnunetv2_neurino.tracing.trace.trace_mask_and_largest_component`.
+    """
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return mask
-    return cc3d.largest_k(mask, k=1, connectivity=26) > 0
+    labels = cc3d.connected_components(mask, connectivity=26)
+    counts = np.bincount(labels.reshape(-1))
+    counts[0] = 0
+    return labels == int(np.argmax(counts))
 
 
 def tree_columns(tracers: Sequence[str]) -> list[str]:

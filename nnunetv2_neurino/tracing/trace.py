@@ -116,10 +116,11 @@ def trace_mask_and_largest_component(mask: np.ndarray, spacing: Sequence[float] 
 
     The second tree has the nodes, radii and segments of
     ``trace_mask(keep_largest_component(mask), ...)`` (largest 26-connected component; ties: the one
-    cc3d labels first) at about half the cost of tracing twice: thinning, the distance to the
-    background and the spanning forest only look at a voxel's own component (two 26-connected
-    components never share a 26-neighbourhood, and the nearest background voxel of a component is
-    never another component's voxel), so the largest component's tree is a tree of the full trace.
+    cc3d labels first, i.e. whose first voxel in C order comes first) at about half the cost of tracing
+    twice: thinning, the distance to the background and the spanning forest only look at a voxel's own
+    component (two 26-connected components never share a 26-neighbourhood, and the nearest background
+    voxel of a component is never another component's voxel), so the largest component's tree is a
+    tree of the full trace.
 
     Parameters
     ----------
