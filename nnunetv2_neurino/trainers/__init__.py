@@ -12,6 +12,19 @@ from nnunetv2_neurino.trainers.demo import (
     nnUNetTrainerNeurINO_demoPretrainedQuick,
     nnUNetTrainerNeurINO_demoQuick,
 )
+from nnunetv2_neurino.trainers.nnUNetTrainerMedNeXt import (
+    nnUNetTrainerMedNeXt,
+    nnUNetTrainerMedNeXt_B,
+    nnUNetTrainerMedNeXt_B_k5,
+    nnUNetTrainerMedNeXt_L_k5,
+    nnUNetTrainerMedNeXt_M,
+    nnUNetTrainerMedNeXt_M_k5,
+    nnUNetTrainerMedNeXt_noGRN,
+    nnUNetTrainerMedNeXt_S,
+    nnUNetTrainerMedNeXt_S_k5,
+    nnUNetTrainerMedNeXtTASL,
+    nnUNetTrainerMedNeXtTASL_dTASL,
+)
 from nnunetv2_neurino.trainers.nnUNetTrainerNeurINO import (
     nnUNetTrainerNeurINO,
     nnUNetTrainerNeurINO_center,
@@ -19,6 +32,19 @@ from nnunetv2_neurino.trainers.nnUNetTrainerNeurINO import (
     nnUNetTrainerNeurINO_S,
     nnUNetTrainerNeurINO_scratch,
     nnUNetTrainerNeurINO_stride4,
+)
+from nnunetv2_neurino.trainers.nnUNetTrainerSkeletonRecall import (
+    nnUNetTrainerNeurINO_SkeletonRecall,
+    nnUNetTrainerSkeletonRecall,
+)
+from nnunetv2_neurino.trainers.nnUNetTrainerTASL import (
+    nnUNetTrainerNeurINO_center_dTASL,
+    nnUNetTrainerNeurINO_dTASL,
+    nnUNetTrainerNeurINO_S_dTASL,
+    nnUNetTrainerNeurINO_scratch_dTASL,
+    nnUNetTrainerNeurINO_stride4_dTASL,
+    nnUNetTrainerTASL,
+    nnUNetTrainerTASL_dTASL,
 )
 
 __all__ = [
@@ -36,4 +62,24 @@ __all__ = [
     "nnUNetTrainerNeurINO_demoPretrainedQuick",
     "nnUNetTrainer_demo",
     "nnUNetTrainer_demoQuick",
+    "nnUNetTrainerMedNeXt",
+    "nnUNetTrainerMedNeXt_S",
+    "nnUNetTrainerMedNeXt_B",
+    "nnUNetTrainerMedNeXt_M",
+    "nnUNetTrainerMedNeXt_S_k5",
+    "nnUNetTrainerMedNeXt_B_k5",
+    "nnUNetTrainerMedNeXt_M_k5",
+    "nnUNetTrainerMedNeXt_L_k5",
+    "nnUNetTrainerMedNeXt_noGRN",
+    "nnUNetTrainerMedNeXtTASL",
+    "nnUNetTrainerMedNeXtTASL_dTASL",
+    "nnUNetTrainerTASL",
+    "nnUNetTrainerTASL_dTASL",
+    "nnUNetTrainerNeurINO_dTASL",
+    "nnUNetTrainerNeurINO_S_dTASL",
+    "nnUNetTrainerNeurINO_center_dTASL",
+    "nnUNetTrainerNeurINO_stride4_dTASL",
+    "nnUNetTrainerNeurINO_scratch_dTASL",
+    "nnUNetTrainerSkeletonRecall",
+    "nnUNetTrainerNeurINO_SkeletonRecall",
 ]
