@@ -28,8 +28,8 @@ from scipy.sparse.csgraph import depth_first_order
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import atomic_file
 
-__all__ = ["SWCTree", "read_swc", "write_swc", "format_swc", "SOMA", "AXON", "BASAL_DENDRITE",
-           "APICAL_DENDRITE", "UNDEFINED"]
+__all__ = ["SWCTree", "read_swc", "vaa3d_parent_index", "write_swc", "format_swc", "SOMA", "AXON",
+           "BASAL_DENDRITE", "APICAL_DENDRITE", "UNDEFINED"]
 
 UNDEFINED, SOMA, AXON, BASAL_DENDRITE, APICAL_DENDRITE = 0, 1, 2, 3, 4
 _MAX_LISTED = 20
@@ -348,9 +348,10 @@ def read_swc(path_or_text, missing_parent: Literal["root", "first_row"] = "root"
     path_or_text : a file path, SWC text (anything containing a newline), or an open text/binary file.
     missing_parent : what to do with a node whose parent id is not in the file.
         ``"root"`` (default): the node becomes a root (parent -1), with a warning naming file and ids.
-        ``"first_row"``: link it to the node of the file's first data row, which is what Vaa3D does
-        (for ``swc-distance --vaa3d-compat``); a link that would close a cycle (the first row itself, or
-        the root of the first row's own tree) is not made and that node stays a root.
+        ``"first_row"``: link it to the node of the file's first data row, as Vaa3D does, as far as a
+        tree allows: a link that would close a cycle (the first row itself, or the root of the first
+        row's own tree) is not made and that node stays a root (:func:`vaa3d_parent_index` gives
+        Vaa3D's exact links, loops included, for ``swc-distance --vaa3d-compat``).
         Both modes warn.
 
     Returns
@@ -365,6 +366,73 @@ def read_swc(path_or_text, missing_parent: Literal["root", "first_row"] = "root"
     if missing_parent not in ("root", "first_row"):
         raise ValueError(f"missing_parent must be 'root' or 'first_row', got {missing_parent!r}")
     text, name = _load_text(path_or_text)
+    return _read_text(text, name, missing_parent)[0]
+
+
+def _read_text(text: str, name: str, missing_parent: str) -> tuple[SWCTree, np.ndarray]:
+    """:func:`read_swc` of loaded text, and the rows whose parent id is missing from the file.
+
+    Warnings point at the caller of the public function."""
+    tree, line_arr = _parse(text, name)
+    if tree.n == 0:
+        return tree, np.zeros(0, np.int64)
+    missing = _missing_parent_rows(tree, line_arr)
+    if missing.size:
+        missing_ids, missing_parents = tree.ids[missing].copy(), tree.parent[missing].copy()
+        if missing_parent == "root":
+            tree.parent[missing] = -1
+            action = "they become roots"
+        else:
+            tree.parent[missing] = -1
+            first_root = int(tree._root_of()[0]) if tree.find_cycle_node() is None else 0
+            link = missing[(missing != 0) & (missing != first_root)]
+            tree.parent[link] = tree.ids[0]
+            action = (f"linked to the first row's node {int(tree.ids[0])} (Vaa3D behaviour)"
+                      + ("" if link.size == missing.size else
+                         f"; {missing.size - link.size} stay root(s) to avoid a cycle"))
+        warnings.warn(f"{name}: {missing.size} node(s) have a parent id missing from the file: node ids "
+                      f"{_short_list(missing_ids)}, missing parent ids {_short_list(missing_parents)}; "
+                      f"{action}", stacklevel=4)
+    tree.validate(line_arr)
+    return tree, missing
+
+
+def _missing_parent_rows(tree: SWCTree, line_arr: np.ndarray) -> np.ndarray:
+    """Rows whose parent id (not -1) is absent from the file; duplicate ids raise first."""
+    order = np.argsort(tree.ids, kind="stable")
+    if np.any(np.diff(tree.ids[order]) == 0):
+        tree.validate(line_arr)
+    return np.flatnonzero((tree.parent != -1) & (tree.parent_index < 0))
+
+
+def vaa3d_parent_index(path_or_text) -> tuple[SWCTree, np.ndarray]:
+    """Read an SWC file and give the parent row of every node as Vaa3D's ``neuron_distance`` uses it.
+
+    Vaa3D looks parent ids up in a hash whose default is row 0, so a node whose parent id is missing
+    from the file hangs from the file's first row, even where that closes a loop (the first row itself
+    gives a zero-length segment, sampled once). Only parents < 0 mark roots.
+
+    Parameters
+    ----------
+    path_or_text : as for :func:`read_swc`.
+
+    Returns
+    -------
+    tree : :func:`read_swc` of the file (missing parents -> roots, with its warning; errors as there).
+    parent_index : int64 (N,) Vaa3D's parent row of each node, -1 for roots; not necessarily a forest.
+    """
+    text, name = _load_text(path_or_text)
+    tree, missing = _read_text(text, name, "root")
+    pidx = tree.parent_index.copy()       # file parents, except missing ones (-1 here)
+    pidx[missing] = 0
+    return tree, pidx
+
+
+def _parse(text: str, name: str) -> tuple[SWCTree, np.ndarray]:
+    """Rows of SWC text as a tree with the file's parent ids (negatives -> -1), and 1-based line numbers.
+
+    Raises NeurinoError for malformed rows (naming file and line); no tree checks.
+    """
     rows, lines = [], []
     for lineno, raw in enumerate(io.StringIO(text), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -381,35 +449,10 @@ def read_swc(path_or_text, missing_parent: Literal["root", "first_row"] = "root"
                      _as_int(tok[6], where, "parent")))
         lines.append(lineno)
     if not rows:
-        return SWCTree.empty(name)
+        return SWCTree.empty(name), np.zeros(0, np.int64)
     ids, types, x, y, z, r, parent = (np.asarray(c) for c in zip(*rows))
     parent = np.where(parent < 0, -1, parent)
-    tree = SWCTree(ids, types, np.stack([x, y, z], axis=1), r, parent, name)
-    line_arr = np.asarray(lines)
-
-    # duplicates first: parent lookup is only meaningful with unique ids
-    order = np.argsort(tree.ids, kind="stable")
-    if np.any(np.diff(tree.ids[order]) == 0):
-        tree.validate(line_arr)
-    missing = np.flatnonzero((tree.parent != -1) & (tree.parent_index < 0))
-    if missing.size:
-        missing_ids, missing_parents = tree.ids[missing].copy(), tree.parent[missing].copy()
-        if missing_parent == "root":
-            tree.parent[missing] = -1
-            action = "they become roots"
-        else:
-            tree.parent[missing] = -1
-            first_root = int(tree._root_of()[0]) if tree.find_cycle_node() is None else 0
-            link = missing[(missing != 0) & (missing != first_root)]
-            tree.parent[link] = tree.ids[0]
-            action = (f"linked to the first row's node {int(tree.ids[0])} (Vaa3D behaviour)"
-                      + ("" if link.size == missing.size else
-                         f"; {missing.size - link.size} stay root(s) to avoid a cycle"))
-        warnings.warn(f"{name}: {missing.size} node(s) have a parent id missing from the file: node ids "
-                      f"{_short_list(missing_ids)}, missing parent ids {_short_list(missing_parents)}; "
-                      f"{action}", stacklevel=2)
-    tree.validate(line_arr)
-    return tree
+    return SWCTree(ids, types, np.stack([x, y, z], axis=1), r, parent, name), np.asarray(lines)
 
 
 # ------------------------------------------------------------------------------------------- writing

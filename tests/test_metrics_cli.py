@@ -56,6 +56,19 @@ def test_swc_distance_vaa3d_compat_reports_warning(tmp_path, capsys):
     assert json.loads(out.out)["n12"] == plain + 15 and "missing" in out.err
 
 
+def test_swc_distance_vaa3d_compat_first_row_with_missing_parent(tmp_path, capsys):
+    """The first row's parent is missing: Vaa3D samples a zero-length segment there (one more sample)."""
+    a = _write(tmp_path, "a.swc", "5 3 0 0 0 1 4\n6 3 10 0 0 1 5\n")
+    b = _write(tmp_path, "b.swc", "5 3 0 3 0 1 4\n6 3 10 3 0 1 5\n")
+    assert main(["swc-distance", a, b, "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["swc-distance", a, b, "--json", "--vaa3d-compat"]) == 0
+    compat = json.loads(capsys.readouterr().out)
+    assert (plain["n12"], plain["n21"]) == (11, 11) and (compat["n12"], compat["n21"]) == (12, 12)
+    for r in (plain, compat):                      # every sample is 3 voxels from the other tree
+        assert r["ESA"] == pytest.approx(3) and r["DSA"] == pytest.approx(3) and r["PDS"] == 1
+
+
 def test_swc_distance_missing_file_exit_2(tmp_path, capsys):
     assert main(["swc-distance", str(tmp_path / "nope.swc"), str(tmp_path / "nope.swc")]) == 2
     assert "nope.swc" in capsys.readouterr().err

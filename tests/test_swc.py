@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.swc import SWCTree, format_swc, read_swc, write_swc
+from nnunetv2_neurino.swc import SWCTree, format_swc, read_swc, vaa3d_parent_index, write_swc
 
 morphio = pytest.importorskip("morphio")
 morphio.set_maximum_warnings(0)
@@ -69,6 +69,23 @@ def test_missing_parent_becomes_root_with_warning_naming_file_and_ids(tmp_path):
     # node 8 is linked to the first row (node 5); the first row itself cannot link to itself
     np.testing.assert_array_equal(v.parent, [-1, 5, 5, 8])
     assert len(v.roots) == 1
+
+
+def test_vaa3d_parent_index_defaults_missing_parents_to_row_0():
+    """Vaa3D's hash lookup gives row 0 for any missing parent id, even where that closes a loop."""
+    text = "5 3 0 0 0 1 4\n6 3 1 0 0 1 5\n8 3 3 0 0 1 7\n9 3 4 0 0 1 8\n"
+    with pytest.warns(UserWarning, match="become roots"):
+        tree, pidx = vaa3d_parent_index(text)
+    np.testing.assert_array_equal(tree.parent, [-1, 5, -1, 8])          # the tree: missing -> roots
+    np.testing.assert_array_equal(pidx, [0, 0, 0, 2])                   # Vaa3D: row 0 (itself too)
+    # the first row's own root has a missing parent: Vaa3D links it back to row 0 (a loop)
+    with pytest.warns(UserWarning):
+        _, pidx = vaa3d_parent_index("2 3 1 0 0 1 1\n1 3 0 0 0 1 99\n3 3 5 5 5 1 -1\n")
+    np.testing.assert_array_equal(pidx, [1, 0, -1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                  # nothing missing: no warning
+        _, pidx = vaa3d_parent_index("1 3 0 0 0 1 -1\n2 3 1 0 0 1 1\n")
+    np.testing.assert_array_equal(pidx, [-1, 0])
 
 
 @pytest.mark.parametrize("text, pattern", [

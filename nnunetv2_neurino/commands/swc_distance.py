@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=2.0,
                         help="'different structure' distance, d >= threshold (default 2, SWC units)")
     parser.add_argument("--vaa3d-compat", action="store_true",
-                        help="link nodes whose parent is missing from the file to its first row, as Vaa3D "
-                             "does (default: such nodes become roots)")
+                        help="hang nodes whose parent is missing from the file from its first row, as "
+                             "Vaa3D's parent lookup does, loops included (default: such nodes become roots)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 

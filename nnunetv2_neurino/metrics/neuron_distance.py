@@ -263,11 +263,14 @@ def neuron_distance_segments(seg_1: Segments, seg_2: Segments, threshold: float 
 
 
 def _tree_segments(tree, vaa3d_compat: bool) -> Segments:
-    """Segments of an ``SWCTree`` or of an SWC path (read with Vaa3D's rule when ``vaa3d_compat``)."""
+    """Segments of an ``SWCTree`` or of an SWC path (Vaa3D's parent lookup when ``vaa3d_compat``)."""
     if isinstance(tree, (str, os.PathLike)):
-        from nnunetv2_neurino.swc import read_swc
+        from nnunetv2_neurino.swc import read_swc, vaa3d_parent_index
 
-        tree = read_swc(tree, missing_parent="first_row" if vaa3d_compat else "root")
+        if vaa3d_compat:
+            tree, pidx = vaa3d_parent_index(tree)
+            return segments_from_arrays(np.asarray(tree.xyz), pidx)
+        tree = read_swc(tree)
     return segments_from_arrays(np.asarray(tree.xyz), np.asarray(tree.parent_index))
 
 
@@ -281,9 +284,10 @@ def neuron_distance(tree_1, tree_2, threshold: float = 2.0, vaa3d_compat: bool =
     threshold : float
         "Different structure" distance threshold (default 2 voxels), compared as ``d >= threshold``.
     vaa3d_compat : bool
-        When a tree is given as a path: link nodes whose parent id is missing from the file to the
-        file's first row, as Vaa3D does (default: they become roots). Trees already read are used as
-        they are.
+        When a tree is given as a path: a node whose parent id is missing from the file hangs from the
+        file's first row, as in Vaa3D (its parent lookup defaults to row 0), loops included: the first
+        row with a missing parent adds a zero-length segment (default: such nodes become roots).
+        Trees already read are used as they are.
 
     Returns
     -------
