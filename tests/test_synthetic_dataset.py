@@ -16,6 +16,7 @@ from nnunetv2_neurino.data.render import render_swc
 from nnunetv2_neurino.data.synthetic import (
     ImagingParams,
     MorphologyParams,
+    crop_tree_to_volume,
     fit_tree_to_volume,
     generate_case,
     generate_neuron,
@@ -267,7 +268,8 @@ def test_bad_swc_dir(tmp_path):
     assert not any(p.name.startswith("Dataset013") for p in tmp_path.iterdir())
 
 
-def test_swc_dir_morphologies_fit_and_label_matches(tmp_path):
+@pytest.mark.parametrize("mode", ["fit", "crop"])
+def test_swc_dir_morphologies_fit_and_label_matches(tmp_path, mode):
     swc_dir = tmp_path / "swcs"
     swc_dir.mkdir()
     for k in range(2):   # big neurons in "micrometres", far from the origin
@@ -276,14 +278,16 @@ def test_swc_dir_morphologies_fit_and_label_matches(tmp_path):
         write_swc(t, swc_dir / f"cell{k}.swc")
     assert [p.name for p in list_swc_files(swc_dir)] == ["cell0.swc", "cell1.swc"]
     folder = write_neuron_dataset(tmp_path, 14, n_train=3, n_test=0, shape=(24, 32, 32), swc_dir=swc_dir,
-                                  progress=False)
+                                  progress=False, swc_mode=mode)
+    assert json.loads((folder / "dataset.json").read_text())["neurino"]["swc_mode"] == mode
     log = (folder / "conversion_log.tsv").read_text()
     assert "cell0.swc, seed 0, case 0" in log and "cell1.swc, seed 0, case 1" in log
     assert "cell0.swc, seed 0, case 2" in log
     for path in sorted((folder / "swcTr").glob("*.swc")):
         tree = read_swc(path)
         zyx = tree.to_zyx()
-        assert np.all(zyx >= 2 - 1e-3) and np.all(zyx <= np.array([23, 31, 31]) - 2 + 1e-3)   # margin 2
+        margin = 2 if mode == "fit" else 0
+        assert np.all(zyx >= margin - 1e-3) and np.all(zyx <= np.array([23, 31, 31]) - margin + 1e-3)
         label, spacing = _read_nii(folder / "labelsTr" / f"{path.stem}.nii.gz")
         np.testing.assert_array_equal(label.astype(bool), render_swc(tree, label.shape, spacing))
 
@@ -299,6 +303,28 @@ def test_fit_keeps_shape_up_to_similarity():
     np.testing.assert_allclose(scale, np.median(scale), rtol=2e-3, atol=0)
     extent = fitted.to_zyx().max(0) - fitted.to_zyx().min(0)
     assert np.isclose(np.max(extent / (np.array([31, 47, 39]) - 4)), 1.0, atol=1e-3)
+
+
+def test_crop_cuts_edges_at_the_faces():
+    # a straight neurite along x, far longer than the window: one piece from face to face
+    xyz = np.stack([np.linspace(-200, 200, 201), np.full(201, 7.0), np.full(201, 5.0)], axis=1)
+    line = SWCTree.from_parent_index(xyz, np.arange(201) - 1, radius=1.0)
+    for seed in range(5):
+        crop = crop_tree_to_volume(line, (10, 16, 40), rng=np.random.default_rng(seed), flip=False)
+        assert crop.roots.size == 1 and crop.find_cycle_node() is None
+        x = crop.xyz[:, 0]
+        assert np.isclose(x.min(), 0.0) and np.isclose(x.max(), 39.0)
+        assert np.isclose(crop.cable_length(), 39.0, atol=1e-2)      # the window's width
+        assert np.ptp(crop.xyz[:, 1]) < 1e-6 and np.ptp(crop.xyz[:, 2]) < 1e-6   # still straight
+    # a tree smaller than the window comes back whole, only shifted (native scale)
+    tree = generate_neuron((24, 24, 24), rng=np.random.default_rng(2))
+    crop = crop_tree_to_volume(tree, (60, 60, 60), rng=np.random.default_rng(0), flip=False, min_radius=0.0)
+    assert crop.n == tree.n and crop.roots.size == 1
+    shift = crop.xyz - tree.xyz
+    np.testing.assert_allclose(shift, shift[:1].repeat(tree.n, 0), atol=2e-3)
+    np.testing.assert_allclose(crop.radius, tree.radius, atol=1e-3)
+    with pytest.raises(NeurinoError, match="scale must be positive"):
+        crop_tree_to_volume(tree, (60, 60, 60), scale=0.0)
 
 
 def test_cwmbs_swc_folder(shared_dir, tmp_path):
@@ -332,6 +358,9 @@ def test_cli_make_dataset_with_preview(tmp_path, capsys):
     assert _read_nii(folder / "imagesTr" / "neuron_000_0000.nii.gz")[0].dtype == np.float32
     assert main(["make-dataset", "-o", str(tmp_path), "-d", "22", "--swc-dir", str(tmp_path / "nope")]) == 2
     assert "nope does not exist" in capsys.readouterr().err
+    assert main(["make-dataset", "-o", str(tmp_path), "-d", "22", "--swc-scale", "0"]) == 2
+    assert "--swc-scale must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "Dataset022_NeurinoSynthetic").exists()
 
 
 def test_preview_refuses_bad_input(tmp_path):

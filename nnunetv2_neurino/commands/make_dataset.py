@@ -23,6 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--swc-dir", default=None,
                    help="folder of SWC files to use as morphologies (rotated and scaled into the volume) "
                         "instead of the branching generator")
+    p.add_argument("--swc-mode", choices=("fit", "crop"), default="fit",
+                   help="with --swc-dir: 'fit' rotates each SWC at random and scales it to fit the volume "
+                        "(default); 'crop' takes a random native-scale window of it, cut at the faces")
+    p.add_argument("--swc-scale", type=float, default=1.0,
+                   help="with --swc-mode crop: physical size of one SWC unit (default 1)")
     p.add_argument("--dtype", choices=("uint16", "float32"), default="uint16",
                    help="image type (default uint16)")
     p.add_argument("--force", action="store_true", help="replace an existing data set folder")
@@ -38,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     folder = write_neuron_dataset(args.output, args.dataset_id, name=args.name, n_train=args.n_train,
                                   n_test=args.n_test, shape=tuple(args.shape), seed=args.seed,
                                   swc_dir=args.swc_dir, force=args.force, progress=True,
-                                  spacing=tuple(args.spacing), dtype=args.dtype)
+                                  spacing=tuple(args.spacing), dtype=args.dtype, swc_mode=args.swc_mode,
+                                  swc_scale=args.swc_scale)
     print(f"wrote {folder} (log: {folder / LOG_NAME})")
     if args.preview:
         from nnunetv2_neurino.data.preview import preview_dataset

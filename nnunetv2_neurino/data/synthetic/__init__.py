@@ -16,6 +16,7 @@ from nnunetv2_neurino.data.synthetic.dataset import (
 from nnunetv2_neurino.data.synthetic.imaging import ImagingParams, simulate_image
 from nnunetv2_neurino.data.synthetic.morphology import (
     MorphologyParams,
+    crop_tree_to_volume,
     fit_tree_to_volume,
     generate_fibre,
     generate_neuron,
@@ -23,4 +24,4 @@ from nnunetv2_neurino.data.synthetic.morphology import (
 
 __all__ = ["LABEL_RADIUS_FLOOR", "SyntheticCase", "case_rng", "generate_case", "list_swc_files",
            "write_neuron_dataset", "ImagingParams", "simulate_image", "MorphologyParams",
-           "fit_tree_to_volume", "generate_fibre", "generate_neuron"]
+           "crop_tree_to_volume", "fit_tree_to_volume", "generate_fibre", "generate_neuron"]

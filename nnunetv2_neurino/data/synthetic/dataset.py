@@ -21,6 +21,7 @@ from nnunetv2_neurino.data.render import render_swc
 from nnunetv2_neurino.data.synthetic.imaging import ImageResult, ImagingParams, simulate_image
 from nnunetv2_neurino.data.synthetic.morphology import (
     MorphologyParams,
+    crop_tree_to_volume,
     fit_tree_to_volume,
     generate_fibre,
     generate_neuron,
@@ -33,6 +34,7 @@ __all__ = ["SyntheticCase", "generate_case", "list_swc_files", "write_neuron_dat
 
 LABEL_RADIUS_FLOOR = 1.0
 SWC_SUFFIXES = (".swc", ".eswc")
+SWC_MODES = ("fit", "crop")
 
 
 @dataclass
@@ -79,15 +81,19 @@ def _check_shape_spacing(shape, spacing) -> tuple[tuple[int, int, int], tuple[fl
 def generate_case(seed: int = 0, index: int = 0, shape: tuple[int, int, int] = (64, 64, 64),
                   spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), morphology: SWCTree | None = None,
                   morphology_params: MorphologyParams | None = None,
-                  imaging_params: ImagingParams | None = None, dtype: str = "uint16") -> SyntheticCase:
+                  imaging_params: ImagingParams | None = None, dtype: str = "uint16", swc_mode: str = "fit",
+                  swc_scale: float = 1.0) -> SyntheticCase:
     """Generate one case, deterministically from ``(seed, index)``.
 
     Parameters
     ----------
     seed, index : data-set seed and case number (see :func:`case_rng`).
     shape : (Z, Y, X) volume size; spacing : (z, y, x) voxel size (e.g. (2, 1, 1) for a coarser z).
-    morphology : a reconstruction to image instead of a generated neuron; it is rotated at random and
-        scaled to fit the volume (:func:`~.morphology.fit_tree_to_volume`).
+    morphology : a reconstruction to image instead of a generated neuron.
+    swc_mode : how ``morphology`` is placed: "fit" rotates it at random and scales it to fit the volume
+        (:func:`~.morphology.fit_tree_to_volume`); "crop" takes a random native-scale window of it, cut at
+        the faces (:func:`~.morphology.crop_tree_to_volume`).
+    swc_scale : "crop" only: physical size of one SWC unit.
     morphology_params, imaging_params : generator and image-model parameters.
     dtype : "uint16" or "float32" image.
 
@@ -96,11 +102,16 @@ def generate_case(seed: int = 0, index: int = 0, shape: tuple[int, int, int] = (
     :class:`SyntheticCase`.
     """
     shape, spacing = _check_shape_spacing(shape, spacing)
+    if swc_mode not in SWC_MODES:
+        raise NeurinoError(f"--swc-mode must be one of {SWC_MODES}, got {swc_mode!r}")
     rng = case_rng(seed, index)
     mp = MorphologyParams() if morphology_params is None else morphology_params
     ip = ImagingParams() if imaging_params is None else imaging_params
     if morphology is None:
         tree, source = generate_neuron(shape, spacing, rng, mp), "generated"
+    elif swc_mode == "crop":
+        tree = crop_tree_to_volume(morphology, shape, spacing, rng, scale=swc_scale, min_radius=mp.min_radius)
+        source = morphology.source
     else:
         tree = fit_tree_to_volume(morphology, shape, spacing, rng, min_radius=mp.min_radius)
         source = morphology.source
@@ -135,7 +146,7 @@ def list_swc_files(swc_dir: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _loader(seed: int, index: int, shape, spacing, swc_file: Path | None, mp, ip, dtype):
+def _loader(seed: int, index: int, shape, spacing, swc_file: Path | None, mp, ip, dtype, swc_mode, swc_scale):
     def load() -> LoadedCase:
         notes = []
         morphology = None
@@ -144,7 +155,7 @@ def _loader(seed: int, index: int, shape, spacing, swc_file: Path | None, mp, ip
                 warnings.simplefilter("always")
                 morphology = read_swc(swc_file)
             notes += [str(w.message).replace("\n", " ") for w in caught]
-        case = generate_case(seed, index, shape, spacing, morphology, mp, ip, dtype)
+        case = generate_case(seed, index, shape, spacing, morphology, mp, ip, dtype, swc_mode, swc_scale)
         return LoadedCase(case.image, case.spacing, case.label, case.tree, notes)
     return load
 
@@ -154,7 +165,8 @@ def write_neuron_dataset(raw_root: str | os.PathLike | None, dataset_id: int, na
                          seed: int = 0, swc_dir: str | os.PathLike | None = None, force: bool = False,
                          progress: bool = True, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
                          dtype: str = "uint16", morphology_params: MorphologyParams | None = None,
-                         imaging_params: ImagingParams | None = None) -> Path:
+                         imaging_params: ImagingParams | None = None, swc_mode: str = "fit",
+                         swc_scale: float = 1.0) -> Path:
     """Write the built-in synthetic neuron data set as an nnU-Net raw data set.
 
     Layout (written atomically: nothing that looks complete is left by an interrupted run)::
@@ -172,7 +184,9 @@ def write_neuron_dataset(raw_root: str | os.PathLike | None, dataset_id: int, na
     shape : (Z, Y, X) of every case; spacing : (z, y, x) voxel size.
     seed : everything (morphologies, images, split) is a deterministic function of it.
     swc_dir : a folder of SWC files to use as morphologies instead of the generator (cycled through in
-        name order, each placed with a random rotation and scaled to fit).
+        name order).
+    swc_mode, swc_scale : how an SWC is placed: "fit" (random rotation, scaled to fit the volume) or
+        "crop" (a random window at ``swc_scale`` physical units per SWC unit); see :func:`generate_case`.
     force : replace an existing data set folder of the same name (else NeurinoError naming it).
     progress : show a progress bar.
     dtype : "uint16" or "float32" images.
@@ -186,6 +200,10 @@ def write_neuron_dataset(raw_root: str | os.PathLike | None, dataset_id: int, na
         raise NeurinoError(f"need n_train >= 1 and n_test >= 0, got n_train={n_train}, n_test={n_test}")
     if dtype not in ("uint16", "float32"):
         raise NeurinoError(f"image dtype must be 'uint16' or 'float32', got {dtype!r}")
+    if swc_mode not in SWC_MODES:
+        raise NeurinoError(f"--swc-mode must be one of {SWC_MODES}, got {swc_mode!r}")
+    if not swc_scale > 0:
+        raise NeurinoError(f"--swc-scale must be positive, got {swc_scale}")
     shape, spacing = _check_shape_spacing(shape, spacing)
     files = list_swc_files(swc_dir) if swc_dir is not None else None
     mp = MorphologyParams() if morphology_params is None else morphology_params
@@ -195,11 +213,13 @@ def write_neuron_dataset(raw_root: str | os.PathLike | None, dataset_id: int, na
     for i in range(n):
         swc_file = files[i % len(files)] if files else None
         origin = (f"{swc_file.name}, " if swc_file else "generated, ") + f"seed {seed}, case {i}"
-        cases.append(CaseSource(f"neuron_{i:03d}", _loader(seed, i, shape, spacing, swc_file, mp, ip, dtype),
-                                origin))
+        load = _loader(seed, i, shape, spacing, swc_file, mp, ip, dtype, swc_mode, swc_scale)
+        cases.append(CaseSource(f"neuron_{i:03d}", load, origin))
     metadata = {"generator": "nnunetv2_neurino.data.synthetic", "seed": int(seed), "shape_zyx": list(shape),
                 "spacing_zyx": list(spacing), "dtype": dtype, "label_radius_floor": LABEL_RADIUS_FLOOR,
                 "swc_dir": str(swc_dir) if swc_dir is not None else None,
+                "swc_mode": swc_mode if swc_dir is not None else None,
+                "swc_scale": swc_scale if swc_dir is not None and swc_mode == "crop" else None,
                 "morphology_params": asdict(mp), "imaging_params": asdict(ip)}
     report = write_raw_dataset(cases, raw_root, dataset_id, name, test_fraction=n_test / n, seed=seed,
                                force=force, progress=progress, metadata=metadata,

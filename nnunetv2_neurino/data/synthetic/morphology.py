@@ -18,7 +18,8 @@ import numpy as np
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.swc import AXON, BASAL_DENDRITE, SOMA, SWCTree
 
-__all__ = ["MorphologyParams", "generate_neuron", "generate_fibre", "fit_tree_to_volume", "physical_box"]
+__all__ = ["MorphologyParams", "generate_neuron", "generate_fibre", "fit_tree_to_volume",
+           "crop_tree_to_volume", "physical_box"]
 
 _DECIMALS = 3
 
@@ -281,3 +282,94 @@ def fit_tree_to_volume(tree: SWCTree, shape: tuple[int, int, int], spacing=(1.0,
     zyx = np.round(pts / spacing, _DECIMALS)
     radius = np.round(np.maximum(tree.radius * scale / spacing.min(), min_radius), _DECIMALS)
     return SWCTree.from_zyx(zyx, tree.parent_index, radius=radius, types=tree.types, source=tree.source)
+
+
+def _exit_parameter(a: np.ndarray, b: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """For segments from ``a`` (inside [0, box]) to ``b`` (outside): the t in [0, 1] where
+    ``a + t (b − a)`` leaves the box. a, b: (E, 3); returns (E,)."""
+    d = b - a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(d > 1e-12, (box - a) / d, np.where(d < -1e-12, -a / d, np.inf))
+    return np.clip(t.min(axis=1), 0.0, 1.0)
+
+
+def crop_tree_to_volume(tree: SWCTree, shape: tuple[int, int, int], spacing=(1.0, 1.0, 1.0),
+                        rng: np.random.Generator | None = None, scale: float = 1.0, flip: bool = True,
+                        tries: int = 20, min_radius: float = 0.7) -> SWCTree:
+    """A native-scale window of a reconstruction the size of the volume (a crop, as in a real image
+    block of a larger neuron).
+
+    The SWC's x, y, z (times ``scale``) are read as isotropic physical coordinates. The window is placed so
+    that a randomly chosen node lies in its central half; of ``tries`` placements the one holding the most
+    cable is kept (stopping early once it holds 40 % of the tree's cable or a cable as long as
+    3 × the window's largest side). Nodes inside are kept; an edge that crosses a face is cut there (a
+    new node on the face); edges with both ends outside are dropped. The result may be a forest (a
+    neurite that leaves and re-enters the window gives two pieces).
+
+    Parameters
+    ----------
+    tree : the morphology.
+    shape, spacing : the target volume (z, y, x).
+    rng : random generator (window placement, flips).
+    scale : physical size of one SWC unit (e.g. 0.5 to shrink a reconstruction twofold).
+    flip : mirror x and y at random (each with probability 1/2).
+    tries : window placements tried.
+    min_radius : smallest radius (voxels of the finest axis).
+
+    Returns
+    -------
+    SWCTree in image-space voxel coordinates, every node inside the volume.
+    """
+    if tree.n == 0:
+        raise NeurinoError(f"{tree.source}: the SWC has no nodes")
+    if not scale > 0:
+        raise NeurinoError(f"SWC scale must be positive, got {scale}")
+    rng = np.random.default_rng() if rng is None else rng
+    spacing = np.asarray(spacing, float)
+    box = physical_box(shape, spacing)
+    pts = tree.to_zyx() * scale
+    if flip:
+        for axis in (1, 2):
+            if rng.random() < 0.5:
+                pts[:, axis] = -pts[:, axis]
+    pidx = tree.parent_index
+    child = np.flatnonzero(pidx >= 0)
+    parent = pidx[child]
+    seg_len = np.linalg.norm(pts[child] - pts[parent], axis=1)
+    total = float(seg_len.sum())
+    enough = min(0.4 * total, 3.0 * float(box.max()))
+    best, best_cable = None, -1.0
+    for _ in range(max(1, tries)):
+        lo = pts[rng.integers(tree.n)] - rng.uniform(0.25, 0.75, 3) * box
+        q = pts - lo
+        inside = np.all((q >= 0.0) & (q <= box), axis=1)
+        cable = float(seg_len[inside[child] & inside[parent]].sum())
+        if cable > best_cable:
+            best, best_cable = (q, inside), cable
+        if cable >= enough:
+            break
+    q, inside = best
+    keep = np.flatnonzero(inside)
+    new_index = np.full(tree.n, -1, np.int64)
+    new_index[keep] = np.arange(keep.size)
+    radius = tree.radius * scale
+    # edges leaving the window: child inside, parent outside (A) or the reverse (B)
+    a_edges = inside[child] & ~inside[parent]
+    b_edges = ~inside[child] & inside[parent]
+    ca, pa = child[a_edges], parent[a_edges]
+    cb, pb = child[b_edges], parent[b_edges]
+    ta = _exit_parameter(q[ca], q[pa], box)[:, None]
+    tb = _exit_parameter(q[pb], q[cb], box)[:, None]
+    pos = np.concatenate([q[keep], q[ca] + ta * (q[pa] - q[ca]), q[pb] + tb * (q[cb] - q[pb])])
+    rad = np.concatenate([radius[keep], radius[ca] + ta[:, 0] * (radius[pa] - radius[ca]),
+                          radius[pb] + tb[:, 0] * (radius[cb] - radius[pb])])
+    types = np.concatenate([tree.types[keep], tree.types[ca], tree.types[cb]])
+    n_keep, n_a = keep.size, ca.size
+    par = np.where(pidx[keep] >= 0, new_index[np.maximum(pidx[keep], 0)], -1)
+    par[new_index[ca]] = n_keep + np.arange(n_a)          # the cut point becomes the piece's root
+    par = np.concatenate([par, np.full(n_a, -1, np.int64), new_index[pb]])
+    if pos.shape[0] == 0:
+        raise NeurinoError(f"{tree.source}: no part of the reconstruction falls inside the volume")
+    zyx = np.round(np.clip(pos, 0.0, box) / spacing, _DECIMALS)
+    radius_vox = np.round(np.maximum(rad / spacing.min(), min_radius), _DECIMALS)
+    return SWCTree.from_zyx(zyx, par, radius=radius_vox, types=types, source=tree.source)
