@@ -382,6 +382,10 @@ def _read_text(text: str, name: str, missing_parent: str) -> tuple[SWCTree, np.n
         if missing_parent == "root":
             tree.parent[missing] = -1
             action = "they become roots"
+        elif missing_parent == "vaa3d":              # vaa3d_parent_index: roots in the tree, row 0 there
+            tree.parent[missing] = -1
+            action = (f"Vaa3D's parent lookup hangs them from the first row's node {int(tree.ids[0])} "
+                      "(loops included)")
         else:
             tree.parent[missing] = -1
             first_root = int(tree._root_of()[0]) if tree.find_cycle_node() is None else 0
@@ -418,11 +422,12 @@ def vaa3d_parent_index(path_or_text) -> tuple[SWCTree, np.ndarray]:
 
     Returns
     -------
-    tree : :func:`read_swc` of the file (missing parents -> roots, with its warning; errors as there).
+    tree : :func:`read_swc` of the file (missing parents -> roots; errors as there); a warning names
+        the nodes whose parent is missing.
     parent_index : int64 (N,) Vaa3D's parent row of each node, -1 for roots; not necessarily a forest.
     """
     text, name = _load_text(path_or_text)
-    tree, missing = _read_text(text, name, "root")
+    tree, missing = _read_text(text, name, "vaa3d")
     pidx = tree.parent_index.copy()       # file parents, except missing ones (-1 here)
     pidx[missing] = 0
     return tree, pidx
