@@ -23,7 +23,7 @@ from nnunetv2_neurino.data.synthetic import (
     list_swc_files,
     write_neuron_dataset,
 )
-from nnunetv2_neurino.data.synthetic.imaging import BROKEN, DIM, NORMAL, apply_psf, psf_sigma_voxels
+from nnunetv2_neurino.data.synthetic.imaging import BROKEN, DIM, NORMAL, apply_psf, camera, psf_sigma_voxels
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.swc import SOMA, SWCTree, read_swc, write_swc
 
@@ -220,6 +220,21 @@ def test_intensity_threshold_is_not_enough(cases):
         best = max(2 * np.count_nonzero((high > t) & lab) / (np.count_nonzero(high > t) + lab.sum())
                    for t in np.percentile(high, np.linspace(85, 99.8, 40)))
         assert 0.3 <= best <= 0.85, best
+
+
+def test_camera_noise_is_shot_plus_read_noise():
+    """Poisson + Gaussian: variance = expected photons + read noise² (+ 1/12 for rounding to uint16)."""
+    rng = np.random.default_rng(0)
+    for photons in (5.0, 50.0, 400.0):
+        expected = np.full((64, 64, 64), photons, np.float32)
+        counts = camera(expected, rng, read_noise=3.0, offset=100.0, dtype="float32")
+        assert abs(counts.mean() - (photons + 100.0)) < 4 * np.sqrt((photons + 9.0) / counts.size)
+        np.testing.assert_allclose(counts.var(), photons + 9.0, rtol=0.02)
+        rounded = camera(expected, rng, read_noise=3.0, offset=100.0, dtype="uint16")
+        assert rounded.dtype == np.uint16
+        np.testing.assert_allclose(rounded.astype(float).var(), photons + 9.0 + 1 / 12, rtol=0.02)
+    with pytest.raises(NeurinoError, match="dtype"):
+        camera(expected, rng, 3.0, 100.0, dtype="int8")
 
 
 def test_depth_falloff_along_z():
