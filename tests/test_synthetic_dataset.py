@@ -388,6 +388,17 @@ def test_preview_refuses_bad_input(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_cli_help_renders_and_lists_make_dataset(capsys):
+    # argparse %-formats every help text: a stray "%" in any command's HELP breaks `neurino --help`
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "make-dataset" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["make-dataset", "--help"])
+    assert "--swc-mode" in capsys.readouterr().out
+
+
 def test_cli_default_output_is_nnunet_raw(tmp_path, monkeypatch):
     monkeypatch.setenv("nnUNet_raw", str(tmp_path))
     assert main(["make-dataset", "-d", "23", "--n-train", "1", "--n-test", "0", "--shape", "12", "12",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "compare"
-HELP = ("method × data-set tables like the paper's tables 6 (F1 % / HD95) and 7 (ESA / DSA / PDS per tracer) "
+HELP = ("method × data-set tables like the paper's tables 6 (F1, HD95) and 7 (ESA / DSA / PDS per tracer) "
         "from `neurino evaluate` folders, as Markdown, CSV and LaTeX")
 
 
