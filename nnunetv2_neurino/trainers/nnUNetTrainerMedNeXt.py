@@ -12,7 +12,9 @@ MedNeXt exists only as an nnU-Net v1 fork; these trainers build it from the shar
   at lr 1e-3), so a MedNeXt-vs-NeurINO comparison differs only in the network. Subclass to change it.
 
 Network settings are class attributes: ``mednext_size`` (S, B, M, L), ``mednext_kernel`` (3 or 5),
-``mednext_grn``. k5 models are meant to start from a k3 checkpoint converted by ``neurino upkern``
+``mednext_grn``. After the final validation (also ``--val``) the trainers write
+``validation/summary_topology.json`` (F1, HD95, ESA/DSA/PDS) like the NeurINO trainers. k5 models are
+meant to start from a k3 checkpoint converted by ``neurino upkern``
 (passed with ``-pretrained_weights``), as in MedNeXt's UpKern.
 """
 
@@ -31,6 +33,7 @@ from nnunetv2_neurino.trainers.patch import PatchFitMixin
 from nnunetv2_neurino.trainers.settings import _CUDA, AdamWPolyMixin, ClassSettingsMixin
 from nnunetv2_neurino.trainers.tasl_step import TASLStepMixin
 from nnunetv2_neurino.trainers.topology_data import BinaryLabelsMixin, TopologyLossMixin
+from nnunetv2_neurino.trainers.validation_summary import TopologySummaryMixin
 
 
 class MedNeXtNetworkMixin(PatchFitMixin):
@@ -92,8 +95,9 @@ class MedNeXtNetworkMixin(PatchFitMixin):
                              deep_supervision=enable_deep_supervision, strides=strides)
 
 
-class nnUNetTrainerMedNeXt(TASLStepMixin, MedNeXtNetworkMixin, NetworkStridesDeepSupervisionMixin,
-                           AdamWPolyMixin, ClassSettingsMixin, nnUNetTrainer):
+class nnUNetTrainerMedNeXt(TopologySummaryMixin, TASLStepMixin, MedNeXtNetworkMixin,
+                           NetworkStridesDeepSupervisionMixin, AdamWPolyMixin, ClassSettingsMixin,
+                           nnUNetTrainer):
     """MedNeXt-L, kernel 3, GRN (table 6 baseline), Dice + CE."""
 
     use_tasl = False

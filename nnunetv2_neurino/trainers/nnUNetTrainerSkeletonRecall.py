@@ -18,9 +18,10 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_neurino.trainers.nnUNetTrainerNeurINO import nnUNetTrainerNeurINO
 from nnunetv2_neurino.trainers.topology_data import BinaryLabelsMixin, TopologyLossMixin
+from nnunetv2_neurino.trainers.validation_summary import TopologySummaryMixin
 
 
-class nnUNetTrainerSkeletonRecall(BinaryLabelsMixin, TopologyLossMixin, nnUNetTrainer):
+class nnUNetTrainerSkeletonRecall(TopologySummaryMixin, BinaryLabelsMixin, TopologyLossMixin, nnUNetTrainer):
     """Stock nnU-Net network and recipe, Dice + CE + Skeleton Recall (weight 1)."""
 
     topology = "skeleton_recall"

@@ -14,7 +14,8 @@
 
 A ``_dTASL`` variant exists for every TASL trainer of the package: ``nnUNetTrainerTASL_dTASL`` here, the
 NeurINO ones below, ``nnUNetTrainerMedNeXtTASL_dTASL`` in ``nnUNetTrainerMedNeXt.py``. All refuse a data
-set whose labels are not background + one class, before training starts.
+set whose labels are not background + one class, before training starts, and write
+``validation/summary_topology.json`` after the final validation.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from nnunetv2_neurino.trainers.nnUNetTrainerNeurINO import (
 )
 from nnunetv2_neurino.trainers.tasl_step import TASLStepMixin
 from nnunetv2_neurino.trainers.topology_data import BinaryLabelsMixin, TopologyLossMixin
+from nnunetv2_neurino.trainers.validation_summary import TopologySummaryMixin
 
 
-class nnUNetTrainerTASL(BinaryLabelsMixin, TASLStepMixin, nnUNetTrainer):
+class nnUNetTrainerTASL(TopologySummaryMixin, BinaryLabelsMixin, TASLStepMixin, nnUNetTrainer):
     """Stock nnU-Net network and recipe + official TASL (λ 1/0.5/0.5, β 0.1, full-resolution output)."""
 
     use_tasl = True
