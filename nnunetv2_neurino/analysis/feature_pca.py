@@ -1,12 +1,13 @@
 """PCA maps of encoder features on one slice (the paper's fig. 8) for one or several trained runs.
 
 For each model: the stack is preprocessed exactly as nnU-Net does for that run (the plans' preprocessor:
-transpose, crop to non-zero, normalise, resample to the target spacing), a patch of the plans' patch size
-is cut around the chosen slice (zero-padded where it leaves the volume, as nnU-Net's sliding window pads),
-``network.encoder(patch)`` gives the per-stage features, and the chosen stage is trilinearly interpolated
-at the position of every voxel of the slice in the *original* image grid — the same as upsampling the
-stage to the patch and reading the slice, but landing on the input's voxels, so models with different
-plans (spacing, patch size) give maps on one common grid.
+transpose, crop to non-zero, normalise, resample to the target spacing); patches of the plans' patch size
+around the chosen slice tile it like nnU-Net's sliding window (one tile thick across the slice, zero-padded
+where a tile leaves the volume); ``network.encoder(patch)`` gives the per-stage features, and the chosen
+stage is trilinearly interpolated at the position of every voxel of the slice in the *original* image
+grid, from the tile whose centre is nearest — the same as upsampling the stage to the patch and reading
+the slice, but landing on the input's voxels, so models with different plans (spacing, patch size) give
+maps on one common grid.
 
 One 3-component PCA (SVD of the centred feature matrix) is fitted on the slice voxels (foreground and
 background) of all models together, so the colours of different models are comparable. This needs equal
@@ -130,14 +131,6 @@ def extract_patch(data: np.ndarray, start: np.ndarray, patch_size: tuple[int, ..
     return out
 
 
-def patch_start(centre: np.ndarray, patch_size: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
-    """Start of a patch centred on ``centre``, kept inside the volume where it fits, else centred on it."""
-    ps, sh = np.asarray(patch_size), np.asarray(shape)
-    start = np.round(centre - (ps - 1) / 2.0).astype(int)
-    inside = np.clip(start, 0, np.maximum(sh - ps, 0))
-    return np.where(ps <= sh, inside, -((ps - sh) // 2))
-
-
 def sample_features(features: torch.Tensor, coords: np.ndarray, patch_size: tuple[int, ...]) -> np.ndarray:
     """Trilinear samples of a stage output at patch voxel coordinates.
 
@@ -175,51 +168,94 @@ def encoder_stages(network: torch.nn.Module, x: torch.Tensor) -> list[torch.Tens
     return list(out)
 
 
+def axis_tile_starts(size: int, patch: int, centre: float | None = None, step_size: float = 0.5) -> list[int]:
+    """Tile starts along one axis of the preprocessed array.
+
+    Parameters
+    ----------
+    size : array extent; patch : tile extent (voxels).
+    centre : for the axis normal to the slice: one tile centred on this coordinate (kept inside the array
+        where it fits). None: nnU-Net's sliding-window steps (``compute_steps_for_sliding_window``).
+    step_size : sliding-window step as a fraction of ``patch``.
+
+    Returns
+    -------
+    Starts (may be negative: a tile larger than the array is centred on it and zero-padded).
+    """
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    if patch >= size:
+        return [-((patch - size) // 2)]
+    if centre is not None:
+        return [int(np.clip(np.round(centre - (patch - 1) / 2.0), 0, size - patch))]
+    return [int(s) for s in compute_steps_for_sliding_window((size,), (patch,), step_size)[0]]
+
+
 def model_slice_features(predictor, image: np.ndarray, spacing: tuple[float, float, float], spec: SliceSpec,
-                         stage: int, gt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                         stage: int, step_size: float = 0.5, progress: bool = False
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Stage-``stage`` features of one model at every voxel of the slice.
+
+    The preprocessed volume is tiled with patches of the plans' patch size: one tile thick across the
+    slice (centred on it), nnU-Net's sliding-window steps within it (``step_size`` of the patch). Each slice
+    voxel takes its features from the tile whose centre is nearest (so it lies in the inner part of that
+    tile, away from the zero padding of the tile border).
 
     Parameters
     ----------
     predictor : initialised ``nnUNetPredictor`` (network, plans, configuration, dataset.json).
     image : (z, y, x) or (c, z, y, x) stack; spacing (z, y, x).
-    spec : slice in the image grid. gt : optional (z, y, x) labels; the patch is centred in-plane on
-        the slice's foreground when there is any, else on the slice.
+    spec : slice in the image grid. stage : encoder stage index.
+    progress : show a tqdm bar over the tiles.
 
     Returns
     -------
-    features (H*W, C) float32 and valid (H*W,) bool (voxel inside the patch).
+    features (H*W, C) float32 and valid (H*W,) bool (voxel inside its tile; False only for slice voxels
+    that nnU-Net's cropping removed).
     """
+    from tqdm import tqdm
+
     cm, pm = predictor.configuration_manager, predictor.plans_manager
     data = np.asarray(image, dtype=np.float32)
     data = data[None] if data.ndim == 3 else data
-    pre = cm.preprocessor_class(verbose=False)
-    pdata, _, props = pre.run_case_npy(data, None, {"spacing": [float(s) for s in spacing]}, pm, cm,
-                                       predictor.dataset_json)
     pts = slice_points(data.shape[1:], spec)
-    q = to_preprocessed(pts, props, pm.transpose_forward, pdata.shape[1:])
-    focus = q
-    if gt is not None:
-        fg = take_slice(np.asarray(gt), spec).reshape(-1) > 0
-        if fg.any():
-            focus = q[fg]
     patch_size = tuple(int(p) for p in cm.patch_size)
     if len(patch_size) != 3:
         raise NeurinoError(f"feature-pca needs a 3D configuration; {predictor.trainer_name} uses patch "
                            f"size {patch_size}")
-    start = patch_start(focus.mean(axis=0), patch_size, pdata.shape[1:])
-    patch = extract_patch(pdata, start, patch_size)
+    pre = cm.preprocessor_class(verbose=False)
+    pdata, _, props = pre.run_case_npy(data, None, {"spacing": [float(s) for s in spacing]}, pm, cm,
+                                       predictor.dataset_json)
+    q = to_preprocessed(pts, props, pm.transpose_forward, pdata.shape[1:])
+    normal = list(pm.transpose_forward).index(spec.axis)
+    starts_per_axis = [axis_tile_starts(n, p, float(q[0, a]) if a == normal else None, step_size)
+                       for a, (n, p) in enumerate(zip(pdata.shape[1:], patch_size))]
+    starts = np.array(np.meshgrid(*starts_per_axis, indexing="ij")).reshape(3, -1).T    # (T, 3)
+    centres = starts + (np.asarray(patch_size) - 1) / 2.0
+    dist = np.max(np.abs(q[:, None, :] - centres[None]) / np.asarray(patch_size), axis=2)   # (N, T)
+    owner = np.argmin(dist, axis=1)
+
     network = predictor.network
     network.eval()
     device = next(network.parameters()).device
+    feats: np.ndarray | None = None
+    valid = np.zeros(len(q), dtype=bool)
+    used = np.unique(owner)
     with torch.no_grad():
-        stages = encoder_stages(network, torch.from_numpy(patch[None]).to(device))
-        if not 0 <= stage < len(stages):
-            raise NeurinoError(f"--stage {stage}: the encoder of {predictor.trainer_name} has stages "
-                               f"0..{len(stages) - 1}")
-        u = q - start
-        feats = sample_features(stages[stage], u, patch_size)
-    valid = np.all((u > -0.5) & (u < np.asarray(patch_size) - 0.5), axis=1)
+        for t in tqdm(used, desc=f"{predictor.trainer_name} tiles", unit="tile", disable=not progress,
+                      leave=False):
+            sel = owner == t
+            patch = extract_patch(pdata, starts[t], patch_size)
+            stages = encoder_stages(network, torch.from_numpy(patch[None]).to(device))
+            if not 0 <= stage < len(stages):
+                raise NeurinoError(f"--stage {stage}: the encoder of {predictor.trainer_name} has stages "
+                                   f"0..{len(stages) - 1}")
+            u = q[sel] - starts[t]
+            f = sample_features(stages[stage], u, patch_size)
+            if feats is None:
+                feats = np.zeros((len(q), f.shape[1]), dtype=np.float32)
+            feats[sel] = f
+            valid[sel] = np.all((u > -0.5) & (u < np.asarray(patch_size) - 0.5), axis=1)
     return feats, valid
 
 
@@ -288,7 +324,8 @@ def joint_pca_maps(features: list[np.ndarray], valid: list[np.ndarray], shape2d:
 
 def feature_pca(models: list[str | Path], image_path: str | Path, gt_path: str | Path | None = None,
                 slice_spec: SliceSpec | None = None, stage: int = 0, checkpoint: str = "final",
-                labels: list[str] | None = None, device: str = "cpu") -> FeaturePCAResult:
+                labels: list[str] | None = None, device: str = "cpu", progress: bool = False
+                ) -> FeaturePCAResult:
     """Joint PCA maps of encoder stage ``stage`` of each model on one slice of ``image_path``.
 
     Parameters
@@ -297,6 +334,7 @@ def feature_pca(models: list[str | Path], image_path: str | Path, gt_path: str |
     image_path : stack readable by ``read_image``; gt_path : optional label stack of the same shape.
     slice_spec : slice (default :func:`default_slice`). stage : encoder stage (0 = highest resolution).
     checkpoint : ``final``/``best``/``latest``. labels : one per model (default ``TRAINER fold N``).
+    device : ``cpu`` or ``cuda``. progress : tqdm bars over the encoder tiles.
 
     Raises
     ------
@@ -315,9 +353,7 @@ def feature_pca(models: list[str | Path], image_path: str | Path, gt_path: str |
         if len(run.fold_dirs) != 1:
             raise NeurinoError(f"{m} holds {len(run.fold_dirs)} folds; pass one fold folder (…/fold_N)")
         runs.append(run)
-    predictors = [load_predictor(r, checkpoint, device, use_mirroring=False) for r in runs]
-    n_in = {len(p.dataset_json.get("channel_names", {"0": ""})) for p in predictors}
-    image, spacing = read_image(image_path, channel=0 if n_in == {1} else None)
+    image, spacing = read_image(image_path, channel=None)
     shape = image.shape[-3:]
     gt = None
     if gt_path is not None:
@@ -325,11 +361,18 @@ def feature_pca(models: list[str | Path], image_path: str | Path, gt_path: str |
         if gt.shape != shape:
             raise NeurinoError(f"{gt_path} has shape {gt.shape}, the image {image_path} has {shape}")
     spec = slice_spec or default_slice(shape, gt)
+    slice_points(shape, spec)  # validates the slice before any model is loaded
     pts_shape = [n for i, n in enumerate(shape) if i != spec.axis]
-    slice_points(shape, spec)  # validates the slice before any network runs
+    predictors = [load_predictor(r, checkpoint, device, use_mirroring=False) for r in runs]
+    n_in = {len(p.dataset_json.get("channel_names", {"0": ""})) for p in predictors}
+    n_got = 1 if image.ndim == 3 else image.shape[0]
+    if n_in == {1} and n_got > 1:
+        image = image[0]
+    elif n_in != {n_got}:
+        raise NeurinoError(f"{image_path} has {n_got} channel(s); the models expect {sorted(n_in)}")
     feats, valid = [], []
     for p in predictors:
-        f, v = model_slice_features(p, image, spacing, spec, stage, gt)
+        f, v = model_slice_features(p, image, spacing, spec, stage, progress=progress)
         feats.append(f)
         valid.append(v)
     maps, ratios, shared = joint_pca_maps(feats, valid, tuple(pts_shape))

@@ -30,8 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from nnunetv2_neurino.analysis.feature_pca import feature_pca, parse_slice, plot_feature_pca
 
     out = Path(args.output)
@@ -39,12 +37,10 @@ def run(args: argparse.Namespace) -> int:
         raise NeurinoError(f"-o {out}: use a .png, .pdf or .svg file name")
     if out.exists() and not args.force:
         raise NeurinoError(f"{out} already exists (pass --force to overwrite)")
-    with tqdm(total=1, desc="feature-pca", unit="figure") as bar:
-        res = feature_pca(args.model, args.image, args.gt, parse_slice(args.slice), args.stage,
-                          args.checkpoint, args.names, args.device)
-        with atomic_file(out, force=True) as tmp:
-            plot_feature_pca(res, tmp, args.stage)
-        bar.update(1)
+    res = feature_pca(args.model, args.image, args.gt, parse_slice(args.slice), args.stage,
+                      args.checkpoint, args.names, args.device, progress=True)
+    with atomic_file(out, force=True) as tmp:
+        plot_feature_pca(res, tmp, args.stage)
     where = f"{'zyx'[res.slice.axis]}:{res.slice.index}"
     basis = "shared basis" if res.shared_basis else "separate bases (channel counts differ)"
     for label, ratio in zip(res.labels, res.explained_variance_ratio):

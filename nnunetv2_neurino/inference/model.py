@@ -18,15 +18,27 @@ from nnunetv2_neurino.inference.run_folder import RunFolder, load_fold_checkpoin
 
 
 def find_trainer_class(trainer_name: str):
-    """nnU-Net's trainer lookup (its package, then ``nnUNet_extTrainer``), with a NeurinoError if absent."""
+    """The trainer class named ``trainer_name``.
+
+    nnU-Net's own lookup first (its package, then the ``nnUNet_extTrainer`` folders), then this plugin's
+    trainers (so a NeurINO/MedNeXt run predicts even when ``nnUNet_extTrainer`` is not set); NeurinoError
+    when neither has it.
+    """
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     try:
         with redirect_stdout(io.StringIO()):
             return recursive_find_trainer_class_by_name(trainer_name)
     except (RuntimeError, AssertionError) as e:
-        raise NeurinoError(f"trainer class {trainer_name!r} not found by nnU-Net; for this package's "
-                           "trainers run `export nnUNet_extTrainer=$(neurino trainer-path)`") from e
+        import nnunetv2_neurino.trainers as own
+
+        cls = getattr(own, trainer_name, None)
+        if isinstance(cls, type):
+            return cls
+        raise NeurinoError(f"trainer class {trainer_name!r} not found by nnU-Net (nor among this package's "
+                           "trainers); if it lives in your own folder, add that folder to "
+                           "nnUNet_extTrainer (this package's trainers: "
+                           "`export nnUNet_extTrainer=$(neurino trainer-path)`)") from e
 
 
 def load_predictor(run: RunFolder, checkpoint: str = "final", device: str = "cpu",
