@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import re
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -67,7 +68,8 @@ def test_cli_several_runs_png_and_csv(tmp_path, capsys):
     by_run = {}
     for r in rows:
         by_run.setdefault(r["run"], []).append(int(r["epoch"]))
-    # every finished epoch of every fold: trainer dir -> one curve per fold; B's log is ahead of its checkpoint
+    # every finished epoch of every fold: trainer dir -> one curve per fold; B's log is ahead of its
+    # checkpoint
     assert by_run == {"A fold 0": [0, 1, 2, 3], "A fold 1": [0, 1, 2, 3], "B": [0, 1, 2, 3, 4]}
     # overwriting needs --force
     assert main(["plot-curves", str(a), "-o", str(out)]) == 2
@@ -101,27 +103,35 @@ def test_checkpoint_needing_pickle_is_refused(tmp_path, capsys):
     assert "pickle executed" not in capsys.readouterr().out
 
 
-def test_trained_run_curve_covers_every_logged_epoch(request, tmp_path):
-    """On the shared end-to-end run (when the trainer work provides it): CSV rows = finished log epochs."""
-    if "trained_run" not in request.fixturenames and not _has_fixture(request, "trained_run"):
-        pytest.skip("trained_run fixture not available")
-    run = request.getfixturevalue("trained_run")
-    fold_dir = _fold_dir_of(run)
-    n_logged = len(parse_training_logs(fold_dir))
+def _log_epochs(fold_dir) -> dict[int, float]:
+    """Epoch -> train loss of every epoch with a 'Pseudo dice' line, from all logs (independent parse)."""
+    out = {}
+    for log in sorted(fold_dir.glob("training_log_*.txt")):
+        for block in re.split(r": Epoch (?=\d+ *\n)", log.read_text())[1:]:
+            if "Pseudo dice" in block:
+                out[int(block.split()[0])] = float(re.search(r"train_loss (\S+)", block)[1])
+    return out
+
+
+def test_trained_run_curve_covers_every_logged_epoch(trained_run, tmp_path):
+    """On the shared end-to-end NeurINO run (train, --c for more epochs, --val): every finished epoch."""
+    fold_dir = trained_run.fold_dir
+    logged = _log_epochs(fold_dir)
+    ckpt = torch.load(fold_dir / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    n_ckpt = len(ckpt["logging"]["train_losses"])
+    first_run_epochs = int(trained_run.env["NEURINO_E2E_EPOCHS"])
+    assert n_ckpt > first_run_epochs  # the --c continuation trained more epochs
+    assert sorted(logged) == list(range(n_ckpt))
+    assert len(list(fold_dir.glob("training_log_*.txt"))) >= 2  # the first run and the --c run
     out = tmp_path / "c.png"
     assert main(["plot-curves", str(fold_dir), "-o", str(out)]) == 0
     rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
-    assert n_logged > 0 and len(rows) == n_logged
-    assert [int(r["epoch"]) for r in rows] == list(range(n_logged))
-
-
-def _has_fixture(request, name: str) -> bool:
-    return name in request.session._fixturemanager._arg2fixturedefs
-
-
-def _fold_dir_of(run):
-    for attr in ("fold_dir", "results_fold_dir", "fold", "results_dir"):
-        p = getattr(run, attr, None)
-        if p is not None:
-            return p
-    pytest.skip("trained_run has no fold folder attribute this test knows")
+    assert [int(r["epoch"]) for r in rows] == list(range(n_ckpt))
+    assert {r["run"] for r in rows} == {f"{trained_run.trainer} fold 0"}
+    for r in rows:
+        e = int(r["epoch"])
+        assert float(r["train_loss"]) == float(ckpt["logging"]["train_losses"][e])
+        assert float(r["val_loss"]) == float(ckpt["logging"]["val_losses"][e])
+        assert float(r["pseudo_dice"]) == pytest.approx(float(ckpt["logging"]["mean_fg_dice"][e]), abs=1e-7)
+        assert round(float(r["train_loss"]), 4) == pytest.approx(logged[e], abs=1e-9)
+    assert mpimg.imread(out).ndim == 3
