@@ -3,8 +3,13 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
+# CPU settings for nnU-Net (SPEC §2). nnUNet_n_proc_DA=0 = no augmentation worker processes; nnU-Net's
+# planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails with 0, so `neurino demo` and the
+# test fixture give nnUNetv2_plan_and_preprocess at least 1.
 export nnUNet_def_n_proc ?= 2
 export nnUNet_n_proc_DA ?= 0
+# extra options for `neurino demo`, e.g. make demo DEMO_ARGS="--quick --force -o /tmp/demo"
+DEMO_ARGS ?=
 
 .PHONY: demo test lint clean-venv
 
@@ -15,7 +20,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/neurino demo
+	$(VENV)/bin/neurino demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
