@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-probabilities", action="store_true", help="also write NAME_probabilities.npz")
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (0.5)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--disable-tta", action="store_true",
+                   help="no test-time mirroring (up to 8x faster; as nnUNetv2_predict --disable_tta)")
     p.add_argument("--no-trace", action="store_true", help="skip tracing (no SWC)")
     p.add_argument("--spacing", nargs=3, type=float, metavar=("Z", "Y", "X"),
                    help="voxel size override in array order (z, y, x)")
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
                            save_probabilities=args.save_probabilities, threshold=args.threshold,
                            device=args.device, trace=not args.no_trace,
                            spacing=tuple(args.spacing) if args.spacing else None,
-                           min_component_size=args.min_component_size, force=args.force)
+                           min_component_size=args.min_component_size, force=args.force,
+                           use_mirroring=not args.disable_tta)
         bar.update(1)
     print(f"mask {res.mask_path} shape {res.shape}, {res.n_foreground} foreground voxels")
     if res.probabilities_path is not None:

@@ -97,7 +97,8 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
                  folds: list[str] | None = None, checkpoint: str = "final", save_probabilities: bool = False,
                  threshold: float = 0.5,
                  device: str = "cpu", trace: bool = True, spacing: tuple[float, float, float] | None = None,
-                 min_component_size: int = 10, force: bool = False) -> PredictionResult:
+                 min_component_size: int = 10, force: bool = False,
+                 use_mirroring: bool = True) -> PredictionResult:
     """Segment one stack with a trained nnU-Net run and trace it.
 
     Parameters
@@ -114,12 +115,15 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
     spacing : (z, y, x) override for files whose metadata lacks or misstates it.
     min_component_size : voxels; smaller components are dropped before tracing.
     force : replace existing outputs.
+    use_mirroring : nnU-Net's test-time mirroring over the axes the trainer allowed (its default); False
+        is up to 8x faster (``nnUNetv2_predict --disable_tta``).
 
     Raises
     ------
     NeurinoError
         for unreadable input, a folder that is not an nnU-Net run, missing checkpoints, a channel-count
-        mismatch, bad threshold/spacing, or existing outputs without ``force``.
+        mismatch, bad threshold/spacing, or existing outputs without ``force``. Nothing is written then:
+        every output is computed before the first file is written (each one atomically).
     """
     from nnunetv2_neurino.data.readers import image_stem, read_image, write_nifti
 
@@ -135,49 +139,55 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
         existing = [str(p) for p in targets if p.exists()]
         if existing:
             raise NeurinoError(f"output exists: {', '.join(existing)} (pass --force to overwrite)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NeurinoError(f"-o {out_dir} exists and is not a folder")
 
     run = resolve_run(run_dir, folds)
+    image, file_spacing = read_image(input_path, channel=None)  # before the (slow) model load
+    spacing = tuple(float(s) for s in (spacing if spacing is not None else file_spacing))
+    if len(spacing) != 3 or not all(s > 0 and np.isfinite(s) for s in spacing):
+        raise NeurinoError(f"spacing must be three positive numbers (z, y, x), got {spacing}")
     if folds is None and len(run.fold_dirs) > 1:  # a trainer folder: use folds that have this checkpoint
         from nnunetv2_neurino.inference.run_folder import CHECKPOINT_FILES
 
         have = [f for f, d in zip(run.folds, run.fold_dirs) if (d / CHECKPOINT_FILES[checkpoint]).is_file()]
         if have:
             run = resolve_run(run.trainer_dir, have)
-    predictor = load_predictor(run, checkpoint, device)
+    predictor = load_predictor(run, checkpoint, device, use_mirroring=use_mirroring)
     reader = predictor.plans_manager.plans.get("image_reader_writer", "SimpleITKIO")
     if reader not in _ZYX_READERS:
         raise NeurinoError(f"{run.trainer_dir / 'plans.json'}: the run was trained on images read "
                            f"with {reader}; neurino predict feeds (z, y, x) arrays as "
                            f"{', '.join(_ZYX_READERS)} do — use nnUNetv2_predict for this run")
     n_in = len(predictor.dataset_json.get("channel_names", predictor.dataset_json.get("modality", {"0": ""})))
-    image, file_spacing = read_image(input_path, channel=0 if n_in == 1 else None)
-    if image.ndim == 3 and n_in != 1 or image.ndim == 4 and image.shape[0] != n_in:
-        n_got = 1 if image.ndim == 3 else image.shape[0]
+    n_got = 1 if image.ndim == 3 else image.shape[0]
+    if n_in == 1 and n_got > 1:
+        image = image[0]  # the reader's default: the first channel of a multi-channel stack
+    elif n_got != n_in:
         raise NeurinoError(f"{input_path} has {n_got} channel(s) but the model expects {n_in}")
-    spacing = tuple(float(s) for s in (spacing if spacing is not None else file_spacing))
-    if len(spacing) != 3 or not all(s > 0 and np.isfinite(s) for s in spacing):
-        raise NeurinoError(f"spacing must be three positive numbers (z, y, x), got {spacing}")
     if predictor.label_manager.has_regions:
         raise NeurinoError(f"{run.trainer_dir}: region-based runs are not supported by neurino predict")
 
     probs = predict_array(predictor, image, spacing)
     mask = mask_from_probabilities(probs, threshold)
+    tree = None
+    if swc_path is not None:
+        from nnunetv2_neurino.tracing import trace_mask
+
+        tree = trace_mask(mask > 0, spacing, min_component_size=min_component_size)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_file(mask_path, force=True) as tmp:
         write_nifti(tmp, mask, spacing)
     if prob_path is not None:
         with atomic_file(prob_path, force=True) as tmp:
-            np.savez_compressed(tmp, probabilities=probs, spacing=np.asarray(spacing))
-    n_nodes = None
-    if swc_path is not None:
+            with open(tmp, "wb") as f:  # a file object: numpy would append .npz to the temporary name
+                np.savez_compressed(f, probabilities=probs, spacing=np.asarray(spacing))
+    if tree is not None:
         from nnunetv2_neurino.swc import write_swc
-        from nnunetv2_neurino.tracing import trace_mask
 
-        tree = trace_mask(mask > 0, spacing, min_component_size=min_component_size)
         write_swc(tree, swc_path, force=True,
                   header=f"traced by neurino predict from {input_path.name} with {run.trainer_dir.name} "
                          f"folds {','.join(run.folds)} ({checkpoint}), threshold {threshold}")
-        n_nodes = len(tree)
     return PredictionResult(mask_path, prob_path, swc_path, tuple(int(s) for s in mask.shape),
-                            int(np.count_nonzero(mask)), n_nodes)
+                            int(np.count_nonzero(mask)), None if tree is None else len(tree))
