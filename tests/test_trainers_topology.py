@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 from _trainer_helpers import (
+    DATASET,
     DATASET_JSON,
+    WEIGHT_VARS,
     grads_of_one_step,
+    make_plans,
     make_trainer,
     setup_nnunet_dirs,
     topology_batch,
@@ -21,6 +24,7 @@ from _trainer_helpers import (
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTansform
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetNumpy
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -276,3 +280,39 @@ def test_pretrained_dtasl_variants_keep_their_network_and_swap_the_loss(cls, nnu
     assert cls.__name__ == base.__name__ + "_dTASL" and cls.variant == base.variant
     assert cls.use_pretrained and not cls.use_tasl and cls.topology == "differentiable"
     assert trainer.num_epochs == 110 and trainer.initial_lr == 1e-3
+
+
+def test_real_nnunet_data_loader_delivers_the_extra_channels(tmp_path, monkeypatch):
+    """nnU-Net's own loader + the trainer's pipelines on a tiny preprocessed data set (npz cases)."""
+    for var in WEIGHT_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    folder = tmp_path / "nnUNet_preprocessed" / DATASET / "nnUNetPlans_3d_fullres"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        seg = y_tube_labels((24, 24, 24), radius=2.0)[i]  # (1, Z, Y, X)
+        data = (seg + rng.normal(0, 0.3, seg.shape)).astype(np.float32)
+        props = {"class_locations": {1: np.argwhere(seg > 0)}, "spacing": [1.0, 1.0, 1.0]}
+        nnUNetDatasetNumpy.save_case(data, seg.astype(np.int8), props, str(folder / f"case{i}"))
+    plans = make_plans(STOCK_PATCH, STOCK_STRIDES)
+    plans["continue_training"] = False
+    torch.manual_seed(0)
+    trainer = nnUNetTrainerTASL_dTASL(plans=plans, configuration="3d_fullres", fold="all",
+                                      dataset_json=dict(DATASET_JSON), device=torch.device("cpu"))
+    trainer.initialize()
+    dl_train, dl_val = trainer.get_dataloaders()
+    batch = next(dl_train)
+    assert isinstance(batch["target"], list) and [t.shape[1] for t in batch["target"]] == [3, 3, 3]
+    full = batch["target"][0].numpy()
+    for b in range(full.shape[0]):
+        nodes, branches = graph_channels(full[b, 0])
+        assert np.array_equal(full[b, 1], nodes) and np.array_equal(full[b, 2], branches)
+    assert full[:, 2].max() >= 1  # a skeleton made it into the patches
+    val = next(dl_val)
+    assert [t.shape[1] for t in val["target"]] == [1, 1, 1]
+    loss = float(trainer.train_step(batch)["loss"])
+    assert math.isfinite(loss) and not trainer.loss.loss.last_terms["topology_skipped"]
+    assert math.isfinite(float(trainer.validation_step(val)["loss"]))
