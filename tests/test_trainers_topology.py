@@ -259,11 +259,18 @@ def test_stock_tasl_scales_nnunet_gradients_by_official_tasl(nnunet_dirs, monkey
         torch.testing.assert_close(g_tasl[name], g_plain[name] * factor, rtol=1e-4, atol=1e-9)
 
 
-def test_neurino_dtasl_train_step(nnunet_dirs):
+class _NeurINO_SkeletonRecall_scratch(nnUNetTrainerNeurINO_SkeletonRecall):
+    use_pretrained = False
+
+
+@pytest.mark.parametrize("cls, topology", [(nnUNetTrainerNeurINO_scratch_dTASL, "differentiable"),
+                                           (_NeurINO_SkeletonRecall_scratch, "skeleton_recall")],
+                         ids=["dTASL", "SkeletonRecall"])
+def test_neurino_topology_train_step(cls, topology, nnunet_dirs):
     torch.manual_seed(0)
-    trainer = make_trainer(nnUNetTrainerNeurINO_scratch_dTASL, patch=(16, 32, 32))
+    trainer = make_trainer(cls, patch=(16, 16, 32))
     trainer.initialize()
-    assert not trainer.use_tasl and trainer.loss.loss.topology == "differentiable"
+    assert not trainer.use_tasl and trainer.loss.loss.topology == topology
     np.testing.assert_allclose(trainer.loss.loss.ds_weights, np.array([16, 8, 4, 2, 1]) / 31)
     batch = topology_batch(trainer)
     loss = float(trainer.train_step(batch)["loss"])
