@@ -302,7 +302,42 @@ def measure(args) -> dict:
                 r["cpu_times"].append(cpu)
             print(f"  round {round_} {config:24s} wall {wall:8.3f} s  cpu {cpu:8.3f} s  peak {peak:7.0f} MiB",
                   file=sys.stderr)
+    results["_loss_costs"] = loss_costs({c: trainers[c] for c in configs if c.startswith(args.loss_backbone)},
+                                        batches, args)
     return results
+
+
+def loss_costs(trainers: dict, batches: dict, args) -> dict:
+    """Seconds (best of 3 × repeats) of each loss alone on fixed logits: forward + backward of the loss,
+    plus, for the official TASL, computing TASL (thread submit + wait). Far less exposed to machine load
+    than whole steps; the difference to Dice + CE is the loss's own cost per step."""
+    import torch
+
+    out = {}
+    for config, trainer in trainers.items():
+        batch = batches[config]
+        target = batch["target"]
+        with torch.no_grad():
+            logits = trainer.network(batch["data"].to(trainer.device))
+        logits = logits if isinstance(logits, (list, tuple)) else [logits]
+        device = trainer.device
+        target = [t.to(device) for t in target] if isinstance(target, list) else target.to(device)
+        best = float("inf")
+        for _ in range(3 * max(args.repeats, 1)):
+            outs = [o.detach().clone().requires_grad_() for o in logits]
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            start = time.process_time() if args.device == "cpu" else time.perf_counter()
+            loss = trainer.loss(outs if len(outs) > 1 else outs[0], target if len(outs) > 1 else target[0])
+            pending = trainer._submit_tasl(outs, target) if getattr(trainer, "use_tasl", False) else None
+            loss.backward()
+            if pending is not None:
+                trainer._official_tasl().result(pending)
+            if args.device == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, (time.process_time() if args.device == "cpu" else time.perf_counter()) - start)
+        out[config] = best
+    return out
 
 
 def pipeline_times(patch: int, repeats: int) -> dict:
@@ -378,6 +413,23 @@ def main(argv: list[str] | None = None) -> int:
         c = f"{args.loss_backbone}:{loss}"
         ratio = best(c) / best(ref_loss) if ref_loss in results else float("nan")
         row(f"{LABELS[args.loss_backbone]} {LABELS[loss]}", c, "", ratio, "Dice + CE", TARGETS.get(loss))
+    costs = results["_loss_costs"]
+    ref_cost = costs.get(ref_loss)
+    if ref_cost is not None and ref_loss in results:
+        name = LABELS[args.loss_backbone]
+        print(f"\nLoss alone on fixed logits ({name} outputs; forward + backward of the loss, official "
+              f"TASL computed too; best of {3 * args.repeats}, {'CPU' if not cuda else 'wall'} time) and "
+              f"the step ratio it implies (1 + extra / {name} Dice + CE step):\n")
+        print("| loss | seconds | extra over Dice + CE (s) | implied step ratio | target |")
+        print("|---|---:|---:|---:|---|")
+        for loss in args.losses:
+            c = f"{args.loss_backbone}:{loss}"
+            extra = costs[c] - ref_cost
+            implied = 1 + extra / best(ref_loss)
+            target = TARGETS.get(loss)
+            mark = "" if target is None else f"≤ {target}× {'✓' if implied <= target else '✗'}"
+            print(f"| {LABELS[loss].lstrip('+ ')} | {costs[c]:.3f} | {extra:+.3f} | {implied:.2f}× | "
+                  f"{mark} |")
     print(f"\nData pipeline per sample ({args.patch}³ Y-tube label, in nnU-Net's augmentation workers, not "
           f"in the step): skeleton graph channels {pipe['graph']:.3f} s, Skeleton Recall tube "
           f"{pipe['tube']:.3f} s.")
