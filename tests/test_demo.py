@@ -152,3 +152,54 @@ def test_weights_variable_must_name_a_file(tmp_path, monkeypatch):
     (tmp_path / "w.pth").write_bytes(b"x")
     monkeypatch.setenv("NEURINO_DINOV3_WEIGHTS_TINY", str(tmp_path / "w.pth"))
     assert find_weights() == tmp_path / "w.pth"  # the Tiny-specific variable wins
+
+
+class _LoopBase:
+    """The shape of nnU-Net's run_training loop (start, per epoch start … end, train end)."""
+
+    num_epochs = 5
+
+    def __init__(self):
+        self.current_epoch, self.events, self.log = 0, [], []
+
+    def on_train_start(self):
+        self.events.append("start")
+
+    def on_epoch_start(self):
+        self.events.append(f"epoch {self.current_epoch}")
+
+    def on_epoch_end(self):
+        self.current_epoch += 1
+
+    def on_train_end(self):
+        self.events.append("end")
+
+    def print_to_log_file(self, *args, **kwargs):
+        self.log.append(" ".join(map(str, args)))
+
+    def run_training(self):
+        self.on_train_start()
+        for _ in range(self.current_epoch, self.num_epochs):
+            self.on_epoch_start()
+            self.on_epoch_end()
+        self.on_train_end()
+
+
+def test_time_box_stops_at_an_epoch_boundary(monkeypatch):
+    from nnunetv2_neurino.trainers.demo import TIME_BOX_ENV, TimeBoxMixin
+
+    class Boxed(TimeBoxMixin, _LoopBase):
+        pass
+
+    monkeypatch.delenv(TIME_BOX_ENV, raising=False)
+    t = Boxed()
+    t.run_training()
+    assert t.events == ["start"] + [f"epoch {i}" for i in range(5)] + ["end"] and t.log == []
+    monkeypatch.setenv(TIME_BOX_ENV, "1e-9")  # already over after the first epoch
+    t = Boxed()
+    t.run_training()
+    assert t.events == ["start", "epoch 0", "end"]  # one epoch always runs; on_train_end exactly once
+    assert "stopping after 1 of 5 epochs" in t.log[0]
+    monkeypatch.setenv(TIME_BOX_ENV, "soon")
+    with pytest.raises(NeurinoError, match=f"{TIME_BOX_ENV} must be a number"):
+        Boxed().run_training()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,7 @@ class DemoResult:
     work_dir: Path
     plan: DemoPlan
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
     eval_dirs: dict[str, Path] = field(default_factory=dict)
     comparison_dir: Path | None = None
     figures: list[Path] = field(default_factory=list)
@@ -175,7 +177,7 @@ def run_cli(args: list[str], env: dict[str, str], log_path: Path, timeout: float
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=25)
     timed_out = threading.Event()
-    with open(log_path, "w", encoding="utf-8") as log:
+    with open(log_path, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: `tail -f` works
         log.write("$ " + " ".join(args) + "\n")
         log.flush()
         proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -208,8 +210,18 @@ def run_cli(args: list[str], env: dict[str, str], log_path: Path, timeout: float
                            f"(exit {rc}); log: {log_path}\n--- last lines ---\n{last}")
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished (waited-for) descendants."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 class _Stages:
-    """Prints ``[i/n] stage …`` and ``done in Xs (elapsed m:ss)``; records each stage's seconds."""
+    """Prints ``[i/n] stage …`` and ``done in Xs (elapsed m:ss)``; records each stage's wall and CPU seconds.
+
+    CPU seconds (all cores, subprocesses included) tell what a stage costs independently of other load on
+    the machine; wall seconds are what the user waits.
+    """
 
     def __init__(self, total: int, result: DemoResult, echo: Callable[[str], None]):
         self.total, self.result, self.echo = total, result, echo
@@ -219,12 +231,13 @@ class _Stages:
     def run(self, key: str, title: str, fn: Callable[[], object]):
         self.index += 1
         self.echo(f"[{self.index}/{self.total}] {title} …")
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), _cpu_seconds()
         out = fn()
-        dt = time.monotonic() - t0
+        dt, cpu = time.monotonic() - t0, _cpu_seconds() - c0
         self.result.stage_seconds[key] = round(dt, 2)
+        self.result.stage_cpu_seconds[key] = round(cpu, 2)
         el = time.monotonic() - self.start
-        self.echo(f"      done in {dt:.0f} s (elapsed {int(el // 60)}:{int(el % 60):02d})")
+        self.echo(f"      done in {dt:.0f} s, {cpu:.0f} CPU s (elapsed {int(el // 60)}:{int(el % 60):02d})")
         return out
 
 
@@ -381,8 +394,10 @@ def run_demo(work_dir: str | os.PathLike = "neurino_demo", quick: bool = False, 
 
     stages.run("compare", "neurino compare + figures", compare)
     (work_dir / "demo_summary.json").write_text(json.dumps(_summary_dict(result), indent=2, default=str))
-    echo(f"\nTotal {result.total_seconds / 60:.1f} min. Outputs in {work_dir}: comparison/comparison.md, "
-         f"evaluation/<method>/report.md, figures/loss_curves.png, logs/; demo_summary.json")
+    cpu_min = sum(result.stage_cpu_seconds.values()) / 60
+    echo(f"\nTotal {result.total_seconds / 60:.1f} min ({cpu_min:.1f} CPU min). Outputs in {work_dir}: "
+         f"comparison/comparison.md, evaluation/<method>/report.md, figures/loss_curves.png, logs/, "
+         f"demo_summary.json")
     for note in result.notes:
         echo(f"note: {note}")
     return result
@@ -413,6 +428,8 @@ def _summary_dict(result: DemoResult) -> dict:
 
     return {"work_dir": str(result.work_dir), "plan": asdict(result.plan), "data": result.data_source,
             "stage_seconds": result.stage_seconds, "total_seconds": round(result.total_seconds, 1),
+            "stage_cpu_seconds": result.stage_cpu_seconds,
+            "total_cpu_seconds": round(sum(result.stage_cpu_seconds.values()), 1),
             "evaluation": {k: str(v) for k, v in result.eval_dirs.items()},
             "comparison": str(result.comparison_dir), "figures": [str(f) for f in result.figures],
             "headline": {k: headline(m) for k, m in result.metrics.items()}, "notes": result.notes}

@@ -71,25 +71,25 @@ class TimeBoxMixin:
 
 
 class _DemoSettings:
-    num_epochs = 10
-    num_iterations_per_epoch = 20
-    num_val_iterations_per_epoch = 2
+    num_epochs = 30  # short epochs: the time box (checked between epochs) then cuts finely
+    num_iterations_per_epoch = 10
+    num_val_iterations_per_epoch = 1
     save_every = 1000  # only the final checkpoint (saves time)
 
 
 class _QuickSettings:
     num_epochs = 2
-    num_iterations_per_epoch = 5
+    num_iterations_per_epoch = 4
     num_val_iterations_per_epoch = 1
     save_every = 1000
 
 
 class nnUNetTrainerNeurINO_demo(_DemoSettings, TimeBoxMixin, NoMirroringMixin, nnUNetTrainerNeurINO_scratch):
-    """NeurINO-T from scratch (no DINOv3 file), Dice + CE + TASL, 10 epochs × 20 iterations."""
+    """NeurINO-T from scratch (no DINOv3 file), Dice + CE + TASL, ≤ 30 epochs × 10 iterations."""
 
 
 class nnUNetTrainerNeurINO_demoQuick(_QuickSettings, nnUNetTrainerNeurINO_demo):
-    """``neurino demo --quick``: 2 epochs × 5 iterations."""
+    """``neurino demo --quick``: 2 epochs × 4 iterations."""
 
 
 class nnUNetTrainerNeurINO_demoPretrained(_DemoSettings, TimeBoxMixin, NoMirroringMixin,
