@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.networks.mednext import channels_last
 
 CONVNEXT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
     "tiny": {"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768)},
@@ -75,7 +76,7 @@ class ConvNeXtBlock3D(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), LAYER_SCALE_INIT))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dwconv(x).permute(0, 2, 3, 4, 1)  # a view when x is channels_last_3d
+        y = self.dwconv(channels_last(x)).permute(0, 2, 3, 4, 1)  # a view: the conv output is channels-last
         y = self.pwconv2(self.act(self.pwconv1(self.norm(y)))) * self.gamma
         return x + y.permute(0, 4, 1, 2, 3)
 

@@ -59,6 +59,16 @@ class GRN(nn.Module):
         return self.gamma * (x * n) + self.beta + x
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in ``torch.channels_last_3d`` memory format (a no-op when it already is).
+
+    Depthwise 3D convolutions on the CPU (oneDNN) are fast only in channels-last layout: on a contiguous
+    ``(1, 48, 64, 64, 64)`` input the backward pass of a 3³ depthwise conv took 36 s, on channels-last 1.7 s
+    (2 threads). Every depthwise conv therefore gets a channels-last input; the ops after it keep the layout.
+    """
+    return x.contiguous(memory_format=torch.channels_last_3d)
+
+
 def _pad_start(x: torch.Tensor, stride: Stride3) -> torch.Tensor:
     """Pad one voxel at the start of each axis whose stride is 2 (turns ``2n - 1`` into ``2n``)."""
     sz, sy, sx = (1 if s == 2 else 0 for s in stride)
@@ -97,7 +107,7 @@ class MedNeXtBlock(nn.Module):
         return nn.Conv3d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
 
     def _branch(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.conv2(self.norm(self.conv1(x))))
+        x = self.act(self.conv2(self.norm(self.conv1(channels_last(x)))))
         if self.grn is not None:
             x = self.grn(x)
         return self.conv3(x)
