@@ -256,15 +256,9 @@ def _epoch_bar(total: int, desc: str, enabled: bool):
 
 
 def write_data(plan: DemoPlan, raw: Path, progress: bool) -> str:
-    """The built-in neuron data set (tubes only if that module is unavailable). Returns a description."""
-    try:
-        from nnunetv2_neurino.data.synthetic import write_neuron_dataset
-    except ImportError:  # pragma: no cover - only before the synthetic data set module exists
-        from nnunetv2_neurino.data.tubes import write_tube_dataset
+    """Write the built-in neuron data set (with gold SWCs) under ``raw``; returns a description."""
+    from nnunetv2_neurino.data.synthetic import write_neuron_dataset
 
-        write_tube_dataset(raw, DATASET_ID, DATASET_NAME, n_train=plan.n_train, n_test=plan.n_test,
-                           shape=plan.shape, seed=plan.seed)
-        return "synthetic tubes (fallback: the neuron data set module is not installed)"
     write_neuron_dataset(raw, DATASET_ID, DATASET_NAME, n_train=plan.n_train, n_test=plan.n_test,
                          shape=plan.shape, seed=plan.seed, progress=progress)
     return "built-in synthetic neurons (nnunetv2_neurino.data.synthetic)"
