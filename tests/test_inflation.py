@@ -291,3 +291,21 @@ def test_unknown_layout_and_non_tensor_entries(tmp_path):
     torch.save({"stem.0.weight": torch.zeros(96, 3, 4, 4), "epoch": 3}, p2)
     with pytest.raises(NeurinoError, match="'epoch' is a int, not a tensor"):
         load_dinov3_state_dict(p2, "tiny")
+
+
+def test_unstrided_depth_keeps_slices_independent(model2d, timm_file):
+    """Anisotropic plan with no striding along z (SPEC §3: stride-1 axis → kernel depth 1 in the stem and the
+    downsamplings) and centre inflation (depthwise kernels only in the middle depth slot): every z slice is
+    processed on its own: each slice of a volume of *different* slices gives timm's output on that slice."""
+    torch.manual_seed(4)
+    enc = ConvNeXt3DEncoder("tiny", in_channels=3, strides=[(1, 4, 4)] + [(1, 2, 2)] * 3).eval()
+    assert enc.downsample_layers[0][0].kernel_size == (1, 4, 4)
+    assert enc.downsample_layers[2][1].kernel_size == (1, 2, 2)
+    load_dinov3_into_encoder(enc, timm_file, "tiny", "center")
+    volume = torch.randn(1, 3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        feats = enc(volume)
+    for z in range(3):
+        ref = timm_stage_outputs(model2d, volume[:, :, z])
+        for f3, f2 in zip(feats, ref):
+            assert f3.shape[2] == 3 and rel_err(f3[:, :, z], f2) < REL_TOL
