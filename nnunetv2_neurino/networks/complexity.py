@@ -78,15 +78,15 @@ def fvcore_gflops(model: nn.Module, patch: Sequence[int] = (64, 64, 64)) -> dict
     total, norms included), ``by_operator`` (operator name → GFLOPs) and ``by_module_operator`` (module
     name → operator name → GFLOPs; "" is the whole model).
     """
-    from fvcore.nn import FlopCountAnalysis
-
     p = _check_patch(patch)
     x = torch.zeros((1, _in_channels(model), *p))
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit tracer deprecation and tracer warnings
+            warnings.simplefilter("ignore")  # torch.jit deprecation (at fvcore's import) and tracer warnings
+            from fvcore.nn import FlopCountAnalysis
+
             fca = FlopCountAnalysis(model, x)
             fca.unsupported_ops_warnings(False)
             fca.uncalled_modules_warnings(False)
