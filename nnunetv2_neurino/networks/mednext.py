@@ -64,9 +64,10 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
     Depthwise 3D convolutions on the CPU (oneDNN) are fast only in channels-last layout: on a contiguous
     ``(1, 48, 64, 64, 64)`` input the backward pass of a 3³ depthwise conv took 36 s, on channels-last 1.7 s
-    (2 threads). Every depthwise conv therefore gets a channels-last input; the ops after it keep the layout.
+    (2 threads). Every depthwise conv therefore gets a channels-last input on the CPU; the ops after it keep
+    the layout. On other devices ``x`` is returned unchanged (cuDNN picks its own layout; not measured here).
     """
-    return x.contiguous(memory_format=torch.channels_last_3d)
+    return x.contiguous(memory_format=torch.channels_last_3d) if x.device.type == "cpu" else x
 
 
 def _pad_start(x: torch.Tensor, stride: Stride3) -> torch.Tensor:
