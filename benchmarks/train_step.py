@@ -28,6 +28,10 @@ Rows
   arm: p = 0.9 inside, 0.1 outside) after computing the network's own foreground probability as the
   trainer does; ``official TASL, untrained net`` is the same step on the untrained network's own output
   (a worst case, printed for transparency).
+* Loss alone (second table): each loss's forward + backward on fixed logits of the loss backbone (and the
+  official TASL computed), best of 3 × ``--repeats``; the difference to Dice + CE is the loss's own cost
+  per step, and 1 + difference / (Dice + CE step) the step ratio it implies. These runs take milliseconds
+  to a fraction of a second, so a loaded machine distorts them far less than whole steps.
 * Data pipeline (not in the step; nnU-Net runs it in its augmentation workers): time per sample of the
   transforms that append the ground-truth channels — the skeleton graph (differentiable TASL) and the
   Skeleton Recall tube.
