@@ -12,6 +12,12 @@ from pathlib import Path
 from nnunetv2_neurino.errors import NeurinoError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, force: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it is renamed onto ``path`` only if the block succeeds.
@@ -29,6 +35,7 @@ def atomic_file(path: str | os.PathLike, force: bool = True) -> Iterator[Path]:
                                dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs follow the umask like open()
     try:
         yield tmp_path
         os.replace(tmp_path, path)
