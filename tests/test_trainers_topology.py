@@ -40,7 +40,9 @@ from nnunetv2_neurino.losses.transforms import (
 from nnunetv2_neurino.trainers import (
     nnUNetTrainerMedNeXtTASL,
     nnUNetTrainerMedNeXtTASL_dTASL,
+    nnUNetTrainerNeurINO,
     nnUNetTrainerNeurINO_dTASL,
+    nnUNetTrainerNeurINO_noTASL,
     nnUNetTrainerNeurINO_S_dTASL,
     nnUNetTrainerNeurINO_scratch_dTASL,
     nnUNetTrainerNeurINO_SkeletonRecall,
@@ -80,7 +82,8 @@ def _reference_dcce(outputs, targets, weights):
 # ------------------------------------------------------------------------------------------------------
 # bad input
 # ------------------------------------------------------------------------------------------------------
-TOPOLOGY_TRAINERS = [nnUNetTrainerTASL, nnUNetTrainerTASL_dTASL, nnUNetTrainerSkeletonRecall,
+TOPOLOGY_TRAINERS = [nnUNetTrainerNeurINO, nnUNetTrainerTASL, nnUNetTrainerTASL_dTASL,
+                     nnUNetTrainerSkeletonRecall,
                      nnUNetTrainerMedNeXtTASL, nnUNetTrainerMedNeXtTASL_dTASL, nnUNetTrainerNeurINO_dTASL,
                      nnUNetTrainerNeurINO_SkeletonRecall]
 
@@ -101,6 +104,12 @@ def test_non_binary_label_sets_are_refused_before_training(cls, nnunet_dirs):
     ignore = dict(DATASET_JSON, labels={"background": 0, "neurite": 1, "ignore": 2})
     trainer = make_trainer(cls, patch=(32, 32, 32), dataset_json=ignore)
     assert trainer.label_manager.ignore_label == 2
+
+
+def test_trainer_without_topology_loss_takes_any_label_set(nnunet_dirs):
+    three = dict(DATASET_JSON, labels={"background": 0, "axon": 1, "soma": 2})
+    trainer = make_trainer(nnUNetTrainerNeurINO_noTASL, patch=(32, 32, 32), dataset_json=three)
+    assert trainer.label_manager.num_segmentation_heads == 3
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from nnunetv2_neurino.trainers.deep_supervision import NetworkStridesDeepSupervi
 from nnunetv2_neurino.trainers.patch import PatchFitMixin
 from nnunetv2_neurino.trainers.settings import AdamWPolyMixin, ClassSettingsMixin
 from nnunetv2_neurino.trainers.tasl_step import TASLStepMixin
+from nnunetv2_neurino.trainers.topology_data import BinaryLabelsMixin
 from nnunetv2_neurino.trainers.validation_summary import TopologySummaryMixin
 from nnunetv2_neurino.trainers.weights import DINOv3WeightsMixin
 
@@ -63,9 +64,9 @@ class NeurINONetworkMixin(PatchFitMixin):
                              strides=cls.neurino_strides(configuration_manager, patch))
 
 
-class nnUNetTrainerNeurINO(TopologySummaryMixin, TASLStepMixin, DINOv3WeightsMixin, NeurINONetworkMixin,
-                           NetworkStridesDeepSupervisionMixin, AdamWPolyMixin, ClassSettingsMixin,
-                           nnUNetTrainer):
+class nnUNetTrainerNeurINO(TopologySummaryMixin, BinaryLabelsMixin, TASLStepMixin, DINOv3WeightsMixin,
+                           NeurINONetworkMixin, NetworkStridesDeepSupervisionMixin, AdamWPolyMixin,
+                           ClassSettingsMixin, nnUNetTrainer):
     """NeurINO-T (DINOv3 ConvNeXt-Tiny, average inflation, stride-2 stem), Dice + CE + official TASL.
 
     After nnU-Net's final validation (also ``--val``) it writes ``validation/summary_topology.json``
@@ -98,6 +99,7 @@ class nnUNetTrainerNeurINO_scratch(nnUNetTrainerNeurINO):
 
 
 class nnUNetTrainerNeurINO_noTASL(nnUNetTrainerNeurINO):
-    """Dice + CE only."""
+    """Dice + CE only (any label set)."""
 
     use_tasl = False
+    requires_binary_labels = False

@@ -27,7 +27,7 @@ class nnUNetTrainerSkeletonRecall(TopologySummaryMixin, BinaryLabelsMixin, Topol
     topology = "skeleton_recall"
 
 
-class nnUNetTrainerNeurINO_SkeletonRecall(BinaryLabelsMixin, TopologyLossMixin, nnUNetTrainerNeurINO):
+class nnUNetTrainerNeurINO_SkeletonRecall(TopologyLossMixin, nnUNetTrainerNeurINO):
     """NeurINO-T, Dice + CE + Skeleton Recall instead of TASL."""
 
     use_tasl = False

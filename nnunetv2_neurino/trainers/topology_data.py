@@ -75,11 +75,17 @@ def check_binary_labels(dataset_json: dict, trainer_name: str) -> None:
 
 
 class BinaryLabelsMixin:
-    """Check ``dataset.json`` labels (:func:`check_binary_labels`) before nnU-Net's ``__init__`` runs."""
+    """Check ``dataset.json`` labels (:func:`check_binary_labels`) before nnU-Net's ``__init__`` runs.
+
+    ``requires_binary_labels = False`` in a subclass without a topology loss switches the check off.
+    """
+
+    requires_binary_labels: bool = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = _CUDA):
-        check_binary_labels(dataset_json, type(self).__name__)
+        if self.requires_binary_labels:
+            check_binary_labels(dataset_json, type(self).__name__)
         super().__init__(plans, configuration, fold, dataset_json, device)
 
 
