@@ -3,12 +3,13 @@ the TASL gradient scaling in ``train_step``, DINOv3 weights in the life cycle, f
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
 import pytest
 import torch
+from _trainer_helpers import ISO_STRIDES, make_plans, setup_nnunet_dirs
+from _trainer_helpers import make_trainer as _make_trainer
 from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -21,58 +22,16 @@ from nnunetv2_neurino.trainers import (
 from nnunetv2_neurino.trainers.patch import fit_patch_to_network, patch_divisible_by
 
 torch.set_num_threads(2)
-WEIGHT_VARS = ("NEURINO_DINOV3_WEIGHTS", "NEURINO_DINOV3_WEIGHTS_TINY", "NEURINO_DINOV3_WEIGHTS_SMALL")
-DATASET = "Dataset987_TrainerUnit"
-DATASET_JSON = {"channel_names": {"0": "zscore"}, "labels": {"background": 0, "neurite": 1},
-                "numTraining": 2, "file_ending": ".nii.gz"}
-
-
-def make_plans(patch, strides, configuration="3d_fullres"):
-    """A minimal nnU-Net v2 plans dict with one configuration (what the planner writes, trimmed)."""
-    dim = len(patch)
-    return {
-        "dataset_name": DATASET, "plans_name": "nnUNetPlans", "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": list(range(dim)), "transpose_backward": list(range(dim)),
-        "original_median_spacing_after_transp": [1.0] * dim, "original_median_shape_after_transp": [64] * dim,
-        "label_manager": "LabelManager", "experiment_planner_used": "ExperimentPlanner",
-        "foreground_intensity_properties_per_channel": {
-            "0": {"mean": 0.0, "std": 1.0, "percentile_00_5": -1.0, "percentile_99_5": 1.0}},
-        "configurations": {configuration: {
-            "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
-            "batch_size": 2, "patch_size": list(patch), "median_image_size_in_voxels": [64] * dim,
-            "spacing": [1.0] * dim, "normalization_schemes": ["ZScoreNormalization"],
-            "use_mask_for_norm": [False], "batch_dice": False,
-            **{f"resampling_fn_{k}": "resample_data_or_seg_to_shape" for k in RESAMPLING},
-            **{f"resampling_fn_{k}_kwargs": {"is_seg": k == "seg", "order": 1, "order_z": 0,
-                                             "force_separate_z": None} for k in RESAMPLING},
-            "architecture": {"network_class_name": "PlainConvUNet (not used by NeurINO trainers)",
-                             "arch_kwargs": {"n_stages": len(strides), "strides": strides},
-                             "_kw_requires_import": []},
-        }},
-    }
 
 
 @pytest.fixture
 def nnunet_dirs(tmp_path, monkeypatch):
-    for var in WEIGHT_VARS:
-        monkeypatch.delenv(var, raising=False)
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(name, str(tmp_path / name))
-    data = tmp_path / "nnUNet_preprocessed" / DATASET / "nnUNetPlans_3d_fullres"
-    data.mkdir(parents=True)
-    (data / "case.b2nd").touch()  # lets nnU-Net infer its dataset class; no data is read here
-    return tmp_path
-
-
-RESAMPLING = ("data", "seg", "probabilities")
-ISO_STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    return setup_nnunet_dirs(tmp_path, monkeypatch)
 
 
 def make_trainer(cls, patch=(36, 36, 36), strides=ISO_STRIDES, configuration="3d_fullres"):
-    plans = make_plans(patch, strides, configuration)
-    plans["continue_training"] = False
-    return cls(plans=plans, configuration=configuration, fold=0, dataset_json=copy.deepcopy(DATASET_JSON),
-               device=torch.device("cpu"))
+    """A trainer on the CPU for a minimal plan (36³ is not divisible by NeurINO's total stride 16)."""
+    return _make_trainer(cls, patch, strides, configuration=configuration)
 
 
 def tube_batch(trainer, seed=0):
