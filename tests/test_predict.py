@@ -9,6 +9,7 @@ e2e fixture.
 
 from __future__ import annotations
 
+import cc3d
 import numpy as np
 import pytest
 import torch
@@ -165,5 +166,6 @@ def test_trained_neurino_run(trained_run, tmp_path, monkeypatch):
     np.testing.assert_array_equal(mask, ref_seg)
     np.testing.assert_allclose(probs, ref_probs, atol=1e-5)
     tree = read_swc(out / "crop_0000.swc")
-    if np.count_nonzero(mask) >= 10:  # tracing drops components under 10 voxels
-        assert len(tree) > 0
+    # tracing drops 26-connected components under 10 voxels: a barely trained net may predict only fragments
+    sizes = np.bincount(cc3d.connected_components(mask > 0, connectivity=26).ravel())[1:]
+    assert (len(tree) > 0) == bool((sizes >= 10).any())

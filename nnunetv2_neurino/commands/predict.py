@@ -46,6 +46,6 @@ def run(args: argparse.Namespace) -> int:
     if res.probabilities_path is not None:
         print(f"probabilities {res.probabilities_path}")
     if res.swc_path is not None:
-        note = " (empty mask: no tree)" if not res.n_nodes else ""
+        note = f" (no component of >= {args.min_component_size} voxels: no tree)" if not res.n_nodes else ""
         print(f"SWC {res.swc_path}: {res.n_nodes} node(s){note}")
     return 0
