@@ -75,7 +75,7 @@ def demo_plan(quick: bool = False, pretrained: bool = False, seed: int = 0) -> D
     neurino = f"nnUNetTrainerNeurINO_demo{'Pretrained' if pretrained else ''}{suffix}"
     if quick:
         return DemoPlan(True, 4, 1, (48, 48, 48), (32, 32, 32), neurino, f"nnUNetTrainer_demo{suffix}",
-                        pretrained, train_seconds=45, stage_timeout=600, seed=seed)
+                        pretrained, train_seconds=35, stage_timeout=600, seed=seed)
     return DemoPlan(False, 8, 2, (64, 64, 64), (32, 32, 32), neurino, f"nnUNetTrainer_demo{suffix}",
                     pretrained, train_seconds=240, stage_timeout=900, seed=seed)
 
