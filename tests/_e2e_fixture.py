@@ -25,7 +25,7 @@ TEST_TRAINER_DIR = TESTS_DIR / "nnunet_test_trainers"
 E2E_DATASET_ID = 923
 E2E_DATASET_NAME = "NeurinoE2E"
 E2E_TRAINER = "nnUNetTrainerNeurINO_e2eTest"
-E2E_PLANNED_PATCH = [20, 20, 20]  # written into the plan: not divisible by NeurINO's total stride 16
+E2E_PLANNED_PATCH = [40, 36, 36]  # written into the plan: not divisible by NeurINO's total stride 16 → 32³
 E2E_CASE_SHAPE = (24, 24, 24)
 DINOV3_ENV_PREFIX = "NEURINO_DINOV3_WEIGHTS"
 

@@ -22,8 +22,8 @@ def _load_checkpoint(path: Path) -> dict:
 def test_saved_plans_hold_the_patch_fitted_to_the_network(trained_run):
     plans = json.loads((trained_run.model_dir / "plans.json").read_text())
     patch = plans["configurations"]["3d_fullres"]["patch_size"]
-    assert trained_run.planned_patch == [20, 20, 20] and all(p % 16 for p in trained_run.planned_patch)
-    assert patch == [16, 16, 16]  # rounded down to NeurINO's total stride (16 per axis)
+    assert trained_run.planned_patch == [40, 36, 36] and all(p % 16 for p in trained_run.planned_patch)
+    assert patch == [32, 32, 32]  # rounded down to NeurINO's total stride (16 per axis)
     assert "not divisible by the network's total stride" in trained_run.logs["train"]
 
 

@@ -14,5 +14,5 @@ class nnUNetTrainerNeurINO_e2eTest(NoMirroringMixin, nnUNetTrainerNeurINO_scratc
     """NeurINO-T from scratch, a few CPU iterations; ``NEURINO_E2E_EPOCHS`` sets the epochs (for ``--c``)."""
 
     num_epochs = int(os.environ.get("NEURINO_E2E_EPOCHS", "2"))
-    num_iterations_per_epoch = int(os.environ.get("NEURINO_E2E_ITERATIONS", "1"))
+    num_iterations_per_epoch = int(os.environ.get("NEURINO_E2E_ITERATIONS", "2"))
     num_val_iterations_per_epoch = 1
