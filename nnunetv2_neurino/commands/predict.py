@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", choices=("final", "best", "latest"), default="final")
     p.add_argument("--save-probabilities", action="store_true", help="also write NAME_probabilities.npz")
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (0.5)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                   help="cpu or cuda (default: cuda when available, else cpu)")
     p.add_argument("--disable-tta", action="store_true",
                    help="no test-time mirroring (up to 8x faster; as nnUNetv2_predict --disable_tta)")
     p.add_argument("--no-trace", action="store_true", help="skip tracing (no SWC)")
@@ -29,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
 
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -37,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=1, desc="predict", unit="stack") as bar:
         res = predict_file(args.input, args.model, args.output, folds=args.folds, checkpoint=args.checkpoint,
                            save_probabilities=args.save_probabilities, threshold=args.threshold,
-                           device=args.device, trace=not args.no_trace,
+                           device=args.device or _default_device(), trace=not args.no_trace,
                            spacing=tuple(args.spacing) if args.spacing else None,
                            min_component_size=args.min_component_size, force=args.force,
                            use_mirroring=not args.disable_tta)
