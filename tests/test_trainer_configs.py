@@ -14,6 +14,7 @@ from importlib import resources
 
 import pytest
 import torch
+from _trainer_helpers import DATASET_JSON, ISO_STRIDES, make_plans, setup_nnunet_dirs
 from batchgeneratorsv2.transforms.intensity.brightness import MultiplicativeBrightnessTransform
 from batchgeneratorsv2.transforms.intensity.contrast import ContrastTransform
 from batchgeneratorsv2.transforms.intensity.gamma import GammaTransform
@@ -24,7 +25,6 @@ from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
-from test_trainers import DATASET_JSON, ISO_STRIDES, make_plans
 
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.trainers.configs import (
@@ -37,19 +37,11 @@ from nnunetv2_neurino.trainers.configs import (
 from nnunetv2_neurino.trainers.nnUNetTrainerNeurINO import nnUNetTrainerNeurINO_scratch
 
 torch.set_num_threads(2)
-DATASET = "Dataset987_TrainerUnit"
 
 
 @pytest.fixture
 def nnunet_dirs(tmp_path, monkeypatch):
-    for var in ("NEURINO_DINOV3_WEIGHTS", "NEURINO_DINOV3_WEIGHTS_TINY", "NEURINO_DINOV3_WEIGHTS_SMALL"):
-        monkeypatch.delenv(var, raising=False)
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(name, str(tmp_path / name))
-    data = tmp_path / "nnUNet_preprocessed" / DATASET / "nnUNetPlans_3d_fullres"
-    data.mkdir(parents=True)
-    (data / "case.b2nd").touch()  # lets nnU-Net infer its dataset class; no data is read
-    return tmp_path
+    return setup_nnunet_dirs(tmp_path, monkeypatch)
 
 
 def make_trainer(cls, patch=(48, 48, 48), normalization="ZScoreNormalization", batch_size=5):
