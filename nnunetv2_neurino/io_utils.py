@@ -63,3 +63,25 @@ def atomic_directory(path: str | os.PathLike, force: bool = False) -> Iterator[P
     finally:
         if tmp_path.exists():
             shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def safe_torch_load(path: str | os.PathLike) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, allowing only numpy scalars/dtypes besides tensors.
+
+    nnU-Net checkpoints hold numpy scalars (e.g. the logged losses); nothing else is unpickled. Any failure
+    (unsafe pickle, corrupt or truncated file) becomes a NeurinoError naming the file and torch's first line.
+    """
+    import numpy as np
+    import torch
+
+    core = getattr(np, "_core", None) or np.core
+    allowed = [core.multiarray.scalar, np.dtype]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError, EOFError, ... for bad or unsafe files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise NeurinoError(f"cannot load {path} safely (torch.load weights_only=True): {first}") from e

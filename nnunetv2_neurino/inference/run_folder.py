@@ -14,10 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.io_utils import safe_torch_load
 
 CHECKPOINT_FILES = {
     "final": "checkpoint_final.pth",
@@ -104,15 +102,6 @@ def resolve_run(path: str | Path, folds: list[str] | None = None) -> RunFolder:
     return RunFolder(trainer_dir, trainer, plans, config, tuple(fold_dirs))
 
 
-def _numpy_safe_globals() -> list:
-    core = getattr(np, "_core", None) or np.core
-    allowed = [core.multiarray.scalar, np.dtype]
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
-    return allowed
-
-
 def load_checkpoint(path: str | Path) -> dict:
     """Load an nnU-Net checkpoint without unpickling arbitrary objects.
 
@@ -133,12 +122,7 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise NeurinoError(f"checkpoint {path} does not exist")
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, … for bad files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise NeurinoError(f"cannot load checkpoint {path} safely (weights_only): {first}") from e
+    ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or "network_weights" not in ckpt or "trainer_name" not in ckpt:
         raise NeurinoError(f"{path} is not an nnU-Net checkpoint (no 'network_weights'/'trainer_name' keys)")
     return ckpt

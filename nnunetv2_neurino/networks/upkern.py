@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.io_utils import safe_torch_load
 from nnunetv2_neurino.networks.mednext import MEDNEXT_KERNELS, MEDNEXT_SIZES, build_mednext
 
 _STEM = "encoder.stem.weight"
@@ -112,17 +113,10 @@ def load_mednext_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tenso
 
     Returns (state dict on the CPU, trainer name or None).
     """
-    from nnunetv2_neurino.inference.run_folder import _numpy_safe_globals
-
     p = Path(path)
     if not p.is_file():
         raise NeurinoError(f"{p}: checkpoint not found")
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError, RuntimeError, EOFError, ... for bad or unsafe files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise NeurinoError(f"{p}: cannot load safely (torch.load weights_only=True): {first}") from e
+    obj = safe_torch_load(p)
     trainer = None
     if isinstance(obj, Mapping) and "network_weights" in obj:
         trainer = obj.get("trainer_name")
