@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from nnunetv2_neurino.data.nnunet_raw import CaseSource, LoadedCase, Skipped
+from nnunetv2_neurino.data.nnunet_raw import CaseSource, LoadedCase, Skipped, unique_case_names
 from nnunetv2_neurino.data.readers import image_stem, image_suffix, read_image
 from nnunetv2_neurino.errors import NeurinoError
 
@@ -96,3 +96,14 @@ def require_folder(path: str | os.PathLike) -> Path:
     if not path.is_dir():
         raise NeurinoError(f"{path}: no such folder")
     return path
+
+
+def cases_from_folders(image_dir: Path, swc_dir: Path, radius_floor: float, radius_scale: float,
+                       channel: int = 0) -> tuple[list[CaseSource], list[Skipped]]:
+    """Cases of an image folder paired by name with the ``*.swc`` files of an SWC folder (labels from SWC)."""
+    swcs = sorted(p for p in swc_dir.iterdir() if p.is_file() and p.name.lower().endswith(".swc"))
+    pairs, skipped = pair_images_with_swcs(list_images(image_dir), swcs)
+    names = unique_case_names([image_stem(img) for img, _ in pairs])
+    cases = [swc_case(n, img, swc, radius_floor, radius_scale, channel)
+             for n, (img, swc) in zip(names, pairs)]
+    return cases, skipped

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import os
 
-from dataset_conversion.common import list_images, pair_images_with_swcs, require_folder, swc_case
-from nnunetv2_neurino.data.nnunet_raw import CaseSource, Skipped, unique_case_names
-from nnunetv2_neurino.data.readers import image_stem
+from dataset_conversion.common import cases_from_folders, require_folder
+from nnunetv2_neurino.data.nnunet_raw import CaseSource, Skipped
 
 
 def find_cases(images: str | os.PathLike, swc_dir: str | os.PathLike | None = None, radius_floor: float = 1.0,
@@ -18,12 +17,7 @@ def find_cases(images: str | os.PathLike, swc_dir: str | os.PathLike | None = No
     """Cases of a generic image folder and SWC folder (``swc_dir`` defaults to the image folder)."""
     images = require_folder(images)
     swc_dir = require_folder(swc_dir) if swc_dir else images
-    swcs = sorted(p for p in swc_dir.iterdir() if p.is_file() and p.name.lower().endswith(".swc"))
-    pairs, skipped = pair_images_with_swcs(list_images(images), swcs)
-    names = unique_case_names([image_stem(img) for img, _ in pairs])
-    cases = [swc_case(n, img, swc, radius_floor, radius_scale, channel)
-             for n, (img, swc) in zip(names, pairs)]
-    return cases, skipped
+    return cases_from_folders(images, swc_dir, radius_floor, radius_scale, channel)
 
 
 DEFAULT_NAME = "Generic"
