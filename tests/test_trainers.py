@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _trainer_helpers import ISO_STRIDES, make_plans, setup_nnunet_dirs
+from _trainer_helpers import ISO_STRIDES, grads_of_one_step, make_plans, setup_nnunet_dirs
 from _trainer_helpers import make_trainer as _make_trainer
 from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -104,18 +104,6 @@ def test_anisotropic_plan_maps_onto_network_strides(nnunet_dirs):
     assert [list(o.shape[2:]) for o in outputs] == [[8, 32, 32], [8, 16, 16], [8, 8, 8], [4, 4, 4], [2, 2, 2]]
 
 
-def _grads_of_one_step(trainer, batch, monkeypatch):
-    grads = {}
-
-    def capture_and_skip_step(*args, **kwargs):
-        grads.update({n: p.grad.detach().clone() for n, p in trainer.network.named_parameters()
-                      if p.grad is not None})
-
-    monkeypatch.setattr(trainer.optimizer, "step", capture_and_skip_step)
-    out = trainer.train_step(batch)
-    return grads, float(out["loss"])
-
-
 def test_train_step_scales_gradients_by_official_tasl(nnunet_dirs, monkeypatch):
     from nnunetv2_neurino.losses.tasl import tasl_official
 
@@ -128,8 +116,8 @@ def test_train_step_scales_gradients_by_official_tasl(nnunet_dirs, monkeypatch):
     with_tasl.grad_clip = without.grad_clip = 1e12  # compare raw gradients, no clipping
     batch = tube_batch(with_tasl)
 
-    g_tasl, loss_tasl = _grads_of_one_step(with_tasl, batch, monkeypatch)
-    g_plain, loss_plain = _grads_of_one_step(without, batch, monkeypatch)
+    g_tasl, loss_tasl = grads_of_one_step(with_tasl, batch, monkeypatch)
+    g_plain, loss_plain = grads_of_one_step(without, batch, monkeypatch)
 
     with torch.no_grad():
         logits = with_tasl.network(batch["data"])[0]
