@@ -24,10 +24,12 @@ setup(
         "SimpleITK",
         "tqdm",
         "matplotlib",
+        "zarr>=3",
+        "dask[distributed]",
+        "h5py",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "ruff", "morphio", "swcgeom", "zarr"],
-        "zarr": ["zarr"],
+        "test": ["pytest", "pytest-timeout", "ruff", "morphio", "swcgeom"],
     },
     entry_points={"console_scripts": ["neurino=nnunetv2_neurino.cli:main"]},
 )
