@@ -11,7 +11,7 @@ export nnUNet_n_proc_DA ?= 0
 # extra options for `neurino demo`, e.g. make demo DEMO_ARGS="--quick --force -o /tmp/demo"
 DEMO_ARGS ?=
 
-.PHONY: demo test lint clean-venv
+.PHONY: demo test test-gpu lint clean-venv
 
 $(STAMP): setup.py
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
+
+# on a CUDA machine: trainer tests on CUDA, short nnUNetv2_train runs, predict, step times (benchmarks/gpu_check.sh)
+test-gpu: $(STAMP)
+	PY=$(VENV)/bin/python bash benchmarks/gpu_check.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nnunetv2_neurino dataset_conversion tests benchmarks

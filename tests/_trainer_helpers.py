@@ -5,6 +5,7 @@ trainer's extra topology channels at every deep-supervision scale."""
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import torch
@@ -74,11 +75,16 @@ def setup_nnunet_dirs(tmp_path, monkeypatch):
     return tmp_path
 
 
+def trainer_device() -> torch.device:
+    """Trainer device: ``$NEURINO_TEST_DEVICE`` (``benchmarks/gpu_check.sh`` sets ``cuda``), else the CPU."""
+    return torch.device(os.environ.get("NEURINO_TEST_DEVICE", "cpu"))
+
+
 def make_trainer(cls, patch=(32, 32, 32), strides=ISO_STRIDES, dataset_json=None, configuration="3d_fullres"):
     plans = make_plans(patch, strides, configuration)
     plans["continue_training"] = False  # nnU-Net 2.8 pops this key in __init__
     return cls(plans=plans, configuration=configuration, fold=0,
-               dataset_json=copy.deepcopy(dataset_json or DATASET_JSON), device=torch.device("cpu"))
+               dataset_json=copy.deepcopy(dataset_json or DATASET_JSON), device=trainer_device())
 
 
 def y_tube_labels(patch, radius=2.0) -> np.ndarray:

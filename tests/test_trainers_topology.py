@@ -19,6 +19,7 @@ from _trainer_helpers import (
     make_trainer,
     setup_nnunet_dirs,
     topology_batch,
+    trainer_device,
     y_tube_labels,
 )
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
@@ -317,7 +318,7 @@ def test_real_nnunet_data_loader_delivers_the_extra_channels(tmp_path, monkeypat
     plans["continue_training"] = False
     torch.manual_seed(0)
     trainer = nnUNetTrainerTASL_dTASL(plans=plans, configuration="3d_fullres", fold="all",
-                                      dataset_json=dict(DATASET_JSON), device=torch.device("cpu"))
+                                      dataset_json=dict(DATASET_JSON), device=trainer_device())
     trainer.initialize()
     dl_train, dl_val = trainer.get_dataloaders()
     batch = next(dl_train)
