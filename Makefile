@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-# CPU settings for nnU-Net (SPEC §2). nnUNet_n_proc_DA=0 = no augmentation worker processes; nnU-Net's
+# CPU settings for nnU-Net. nnUNet_n_proc_DA=0 = no augmentation worker processes; nnU-Net's
 # planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails with 0, so `neurino demo` and the
 # test fixture give nnUNetv2_plan_and_preprocess at least 1.
 export nnUNet_def_n_proc ?= 2

@@ -17,7 +17,7 @@ Rows
 * Networks (Dice + CE): stock nnU-Net ``PlainConvUNet`` as nnU-Net's planner configures it for the patch
   (64³: 5 stages, 32→320 features, 16.55 M parameters), NeurINO-T, NeurINO-S (random init; pretrained
   weights do not change the cost) and MedNeXt-L k3 GRN. Ratio = step time / nnU-Net's step time.
-  Target: NeurINO-T ≤ 2.5× nnU-Net (SPEC §3).
+  Target: NeurINO-T ≤ 2.5× nnU-Net (docs/benchmarks.md).
 * Losses on one backbone (``--loss-backbone``, default NeurINO-T): Dice + CE, official TASL (gradient
   rescaling, TASL computed in a background thread while backward runs), differentiable TASL (node + edge
   + path terms, path = minimum-cost path search per step) and Skeleton Recall. Ratio = step time / Dice+CE

@@ -1,4 +1,4 @@
-"""Differentiable TASL (SPEC §4): gradients, perfect/empty/broken predictions, degenerate case."""
+"""Differentiable TASL (paper, suppl. §6): gradients, perfect/empty/broken predictions, degenerate case."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Official TASL (SPEC §4): Y-tube values, degenerate rules, analytic cases, async + gradient scaling."""
+"""Official TASL (suppl. §6): Y-tube values, degenerate rules, analytic cases, async + gradient scaling."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_y_tube_values_and_ordering(phantoms):
     empty = _tasl(phantoms["empty"], gt)
     assert perfect == 0.0
     assert 0 < thick < cut < empty
-    # SPEC §4: over-thick ≈ 0.15, cut ≈ 2.3 with the clip (≈ 3.4 without), empty = 11
+    # over-thick ≈ 0.15, cut ≈ 2.3 with the clip (≈ 3.4 without), empty = 11
     assert thick == pytest.approx(0.15, abs=0.08)
     assert cut == pytest.approx(2.3, abs=0.3)
     assert cut_noclip == pytest.approx(3.4, abs=0.4)

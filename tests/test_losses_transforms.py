@@ -1,4 +1,4 @@
-"""Data-pipeline transforms appending topology channels to ``segmentation`` (SPEC §2, §4)."""
+"""Data-pipeline transforms appending topology channels to ``segmentation`` (nnU-Net keeps only these two)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`neurino model-info` (JSON against SPEC §3's table 11), MedNeXt sizes / kernels / errors, and UpKern
+"""`neurino model-info` (JSON against the paper's table 11), MedNeXt sizes / kernels / errors, and UpKern
 (`neurino upkern`, read back by nnU-Net's own ``load_pretrained_weights``)."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def test_model_info_json_matches_table_11(capsys):
     assert code == 0
     info = json.loads(out)
     t, s, m = info["NeurINO-T"], info["NeurINO-S"], info["MedNeXt-L"]
-    # SPEC counts include 1 + 1,536 released parameters the 3D forward does not use (see test_networks.py)
+    # table 11 counts include 1 + 1,536 released parameters the 3D forward does not use (see test_networks.py)
     assert (t["params"], t["params_rgb_stem"]) == (39_194_891 - 1537, 39_207_179 - 1537)
     assert (s["params"], s["params_rgb_stem"]) == (61_506_827 - 1537, 61_519_115 - 1537)
     assert m["params"] == pytest.approx(61_971_147, rel=1e-4) and m["params_rgb_stem"] is None
@@ -91,7 +91,7 @@ def test_mednext_sizes_kernels_and_grn():
     assert n(k5) - n(k3) == dw_channels(k3) * (5**3 - 3**3)  # only the depthwise kernels grow
     grn_channels = sum(m.gamma.shape[1] for m in k3.modules() if type(m).__name__ == "GRN")
     assert n(k3) - n(no_grn) == 2 * grn_channels and grn_channels > 0
-    # per-level settings of SPEC §3: MedNeXt-M blocks [3,4,4,4,4,4,4,4,3]; L's down block after level 0
+    # MedNeXt (Roy et al. 2023): MedNeXt-M blocks [3,4,4,4,4,4,4,4,3]; L's down block after level 0
     # uses level 1's expansion (4): conv2 32 -> 128
     with torch.device("meta"):
         m, big = build_mednext("M"), build_mednext("L")

@@ -1,4 +1,4 @@
-"""NeurINO / MedNeXt networks against SPEC §3 (the paper's table 11): parameter counts, per-module counts,
+"""NeurINO / MedNeXt networks against the paper's table 11: parameter counts, per-module counts,
 conv + linear GFLOPs (fvcore and the meta-tensor counter), output shapes, anisotropic plan strides.
 
 Counting conventions (documented in ``networks/complexity.py``): one multiply-add = one FLOP; "conv + linear"
@@ -22,12 +22,12 @@ from nnunetv2_neurino.networks.registry import ARCHITECTURES, get_architecture
 
 torch.set_num_threads(2)
 
-# SPEC §3 table: the released counts include a 1-element placeholder parameter and the 2D backbone's final
+# Table 11's released counts include a 1-element placeholder parameter and the 2D backbone's final
 # 768-channel LayerNorm (1,536 params) that the 3D forward never uses; our networks leave both out.
 RELEASED_EXTRA = 1 + 2 * 768
-SPEC_PARAMS = {("tiny", 1): 39_194_891, ("tiny", 3): 39_207_179,
+PAPER_PARAMS = {("tiny", 1): 39_194_891, ("tiny", 3): 39_207_179,
                ("small", 1): 61_506_827, ("small", 3): 61_519_115}
-SPEC_GFLOPS = {"NeurINO-T": 43.49, "NeurINO-S": 54.88, "MedNeXt-L": 61.05}
+PAPER_GFLOPS = {"NeurINO-T": 43.49, "NeurINO-S": 54.88, "MedNeXt-L": 61.05}
 MEDNEXT_L_PARAMS = 61_971_147
 TOL_REL = 1e-4  # ±0.01 %
 PATCH = (64, 64, 64)
@@ -53,9 +53,9 @@ def on_meta(fn, *args, **kwargs) -> nn.Module:
         return fn(*args, **kwargs)
 
 
-@pytest.mark.parametrize("variant,in_channels", list(SPEC_PARAMS))
+@pytest.mark.parametrize("variant,in_channels", list(PAPER_PARAMS))
 def test_neurino_params_match_table_11(variant, in_channels):
-    spec = SPEC_PARAMS[(variant, in_channels)]
+    spec = PAPER_PARAMS[(variant, in_channels)]
     ours = count_parameters(on_meta(build_neurino, variant, in_channels=in_channels))
     assert abs(ours - spec) <= TOL_REL * spec
     assert ours + RELEASED_EXTRA == spec  # the only difference: the two unused released parameters
@@ -67,7 +67,7 @@ def test_rgb_stem_adds_exactly_two_input_channels_of_4x4x4_kernels():
 
 
 def test_2d_backbone_counts_match_spec_and_timm():
-    """SPEC: 2D DINOv3 backbones (no head, final norm included): Tiny 27,820,128, Small 49,454,688 params."""
+    """2D DINOv3 backbones (no head, final norm included): Tiny 27,820,128, Small 49,454,688 params."""
     from nnunetv2_neurino.networks.inflation import expected_2d_shapes
 
     def total(variant):
@@ -99,7 +99,7 @@ def test_per_module_counts_match_spec(tiny):
 
 
 def test_head_keys_contain_seg_layers(tiny):
-    """nnU-Net's -pretrained_weights skips keys containing '.seg_layers.' (SPEC §2)."""
+    """nnU-Net's -pretrained_weights skips keys containing '.seg_layers.'."""
     for net in (tiny, on_meta(build_mednext, "S")):
         heads = [k for k in net.state_dict() if ".seg_layers." in k]
         assert len(heads) == 10  # 5 heads x (weight, bias)
@@ -113,11 +113,11 @@ def test_mednext_l_params_match_table_11():
     assert abs(ours - MEDNEXT_L_PARAMS) <= TOL_REL * MEDNEXT_L_PARAMS
 
 
-@pytest.mark.parametrize("name", list(SPEC_GFLOPS))
+@pytest.mark.parametrize("name", list(PAPER_GFLOPS))
 def test_conv_linear_gflops_match_table_11(name):
-    """Meta-tensor count (no arithmetic) at 1x1x64³, eval, deep supervision on: ±0.01 G of SPEC."""
+    """Meta-tensor count (no arithmetic) at 1x1x64³, eval, deep supervision on: ±0.01 G of table 11."""
     model = on_meta(get_architecture(name).build, 1)
-    assert conv_linear_gflops(model, PATCH) == pytest.approx(SPEC_GFLOPS[name], abs=0.01)
+    assert conv_linear_gflops(model, PATCH) == pytest.approx(PAPER_GFLOPS[name], abs=0.01)
 
 
 def _block_layernorm_gflops(res: dict, model: nn.Module) -> float:
@@ -138,7 +138,7 @@ def test_fvcore_neurino_t_and_paper_convention(tiny):
 
 
 def test_stride4_variant_params_and_gflops(stride4):
-    """SPEC: ≈39.20 M params, 7.12 GFLOPs (±0.1 %); one more up-block 48→24 before the head."""
+    """Expected: ≈39.20 M params, 7.12 GFLOPs (±0.1 %); one more up-block 48→24 before the head."""
     assert count_parameters(stride4) == pytest.approx(39.20e6, rel=1e-3)
     d = stride4.decoder
     assert d.up_extra is not None and d.up_extra.conv3.out_channels == 24

@@ -50,7 +50,7 @@ def test_app2_command_line_and_input_image(fake_vaa3d, tmp_path):
     tree = trace_with_vaa3d(mask, "vaa3d-app2", workdir=work)
     argv = json.loads(log.read_text())
     inp, out = str(work / "input.v3draw"), str(work / "output.swc")
-    # SPEC §5: vaa3d -x vn2 -f app2 -i IMAGE -o OUT.swc -p NULL 0 <bg> 1 1 0 0 <len>, 1 and 1 on masks
+    # vaa3d -x vn2 -f app2 -i IMAGE -o OUT.swc -p NULL 0 <bg> 1 1 0 0 <len>, 1 and 1 on masks
     assert argv == ["-x", "vn2", "-f", "app2", "-i", inp, "-o", out, "-p", "NULL", "0", "1", "1", "1", "0",
                     "0", "1"]
     img = read_v3draw(work / "input.v3draw")

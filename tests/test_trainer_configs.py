@@ -171,7 +171,7 @@ def test_paper_configs_are_the_papers_setup(nnunet_dirs, cls, name, monkeypatch)
     raw = _shipped(name)
     side = int(name[-2:])
     assert raw["patch_size"] == [side] * 3 and raw["normalization"] == "ZScoreNormalization"
-    # SPEC §3 recipe and supplement §7's list of augmentations (all switched on)
+    # the paper's recipe (supplement §9) and supplement §7's list of augmentations (all switched on)
     assert raw["settings"]["num_epochs"] == 110 and raw["settings"]["initial_lr"] == 1e-3
     assert raw["settings"]["weight_decay"] == 3e-5 and raw["settings"]["adam_eps"] == 1e-4
     for section in ("rotation", "scaling", "elastic", "gamma", "brightness", "contrast", "gaussian_noise"):

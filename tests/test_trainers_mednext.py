@@ -70,7 +70,7 @@ def _depthwise_kernels(net):
 
 def test_default_trainer_is_the_papers_mednext_l_k3_grn():
     net = _build(nnUNetTrainerMedNeXt)
-    # SPEC §3 / table 11: 61,971,147 (paper 61.97 M), tolerance ±0.01 %
+    # the paper's table 11: 61,971,147 (paper 61.97 M), tolerance ±0.01 %
     assert abs(_n_params(net) - 61_971_147) <= 1e-4 * 61_971_147
     assert _depthwise_kernels(net) == {(3, 3, 3)}
     assert any(isinstance(m, GRN) for m in net.modules())
@@ -87,7 +87,7 @@ def test_variants_build_the_named_size_kernel_and_grn(cls, size, kernel, grn):
     net = _build(cls)
     assert _depthwise_kernels(net) == {(kernel,) * 3}
     assert any(isinstance(m, GRN) for m in net.modules()) == grn
-    # plain blocks over the 9 levels (SPEC §3): S, B [2]×9; M [3,4,4,4,4,4,4,4,3]; L [3,4,8,8,8,8,8,4,3]
+    # plain blocks over the 9 levels: S, B [2]×9; M [3,4,4,4,4,4,4,4,3]; L [3,4,8,8,8,8,8,4,3]
     expected_blocks = {"S": 18, "B": 18, "M": 34, "L": 54}[size]
     assert sum(type(m) is MedNeXtBlock for m in net.modules()) == expected_blocks
 

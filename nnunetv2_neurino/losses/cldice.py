@@ -1,4 +1,4 @@
-"""clDice (SPEC §4, optional comparison): soft skeletons by iterated min/max pooling.
+"""clDice (optional comparison): soft skeletons by iterated min/max pooling.
 
 soft_erode = min over the face-connected cross (three 1-D min-pools), soft_dilate = 3³ max-pool,
 soft_open = dilate(erode(x)); the soft skeleton accumulates relu(x − open(x)) over ``iterations``

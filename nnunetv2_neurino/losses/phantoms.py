@@ -2,7 +2,7 @@
 
 ``y_tube(shape, radius, ...)`` draws three straight tubes meeting at a junction: a stem along z from
 z = 8 up to the junction at (36, 32, 32) and two arms diverging from it to (52, 20, 26) and (52, 44, 38)
-(coordinates for a 64³ volume, scaled with ``shape``). With radius 2.5 these are the SPEC §4 test
+(coordinates for a 64³ volume, scaled with ``shape``). With radius 2.5 these are the TASL test
 phantoms: "cut at the junction" = the stem removed (``segments=[1, 2]``), "over-thick" = the tube
 dilated by one voxel. ``y_tube_segments`` returns the
 segment end points so that tests can cut a branch or remove the junction.

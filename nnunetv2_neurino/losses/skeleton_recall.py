@@ -1,4 +1,4 @@
-"""Skeleton Recall loss (SPEC §4 baseline).
+"""Skeleton Recall loss (baseline of the paper's table 9).
 
 The tube T (skeleton of the label dilated with a 2-step cross, masked by the label) is computed on the
 CPU in the data pipeline by :class:`transforms.SkeletonRecallTubeTransform` and travels as an extra

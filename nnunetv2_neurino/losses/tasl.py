@@ -1,4 +1,4 @@
-"""TASL — topology-aware structure loss (SPEC §4), ``official`` and ``differentiable`` modes.
+"""TASL — topology-aware structure loss (paper, suppl. §6), ``official`` and ``differentiable`` modes.
 
 Official mode (what the released NeurINO code computes; no gradient of its own)
 -------------------------------------------------------------------------------
@@ -22,7 +22,7 @@ Official mode (what the released NeurINO code computes; no gradient of its own)
     **∇L = (1 + β·TASL)·∇(Dice+CE)**: a GPU trainer can call ``backward`` on Dice+CE at once, compute TASL
     in the thread meanwhile and then call :func:`scale_gradients` ``(parameters, 1 + β·TASL)`` before
     gradient clipping (after ``GradScaler.unscale_`` with AMP).
-    This product computes TASL on the **full-resolution output only** (SPEC §4 allows it; the released
+    This product computes TASL on the **full-resolution output only** (the released
     code recomputes it for every deep-supervision output) and scales the whole deep-supervised Dice+CE.
 
 Differentiable mode (this product's own)
@@ -102,7 +102,7 @@ def tasl_official_terms(
     pred_fg, gt_fg : ndarray of bool, shape (Z, Y, X)
         Thresholded prediction and ground-truth foreground.
     distance_clip : float or None
-        Node distances are clipped at this many voxels (SPEC: 10); ``None`` disables the clip. It is also
+        Node distances are clipped at this many voxels (the paper: 10); ``None`` disables the clip. It is also
         D_node's value when exactly one of the voxel sets is empty.
     edge_radius : float
         Two voxels are joined by an edge when their distance is at most this (voxels).

@@ -1,6 +1,6 @@
 """batchgeneratorsv2 transforms that append integer channels to ``data_dict['segmentation']``.
 
-nnU-Net's loader keeps only ``image`` and ``segmentation`` (SPEC §2), so everything a topology loss needs
+nnU-Net's loader keeps only ``image`` and ``segmentation``, so everything a topology loss needs
 from the label travels as extra channels of ``segmentation``. Insert these transforms in
 ``get_training_transforms`` **after the spatial augmentation and ``RemoveLabelTansform(-1, 0)``, before
 ``DownsampleSegForDSTransform``** (which then downsamples the extra channels with the label). Each

@@ -1,6 +1,6 @@
 """Voxel segmentation metrics: F1 (= Dice), precision, recall and HD95 of the foreground.
 
-HD95 convention (MONAI's ``compute_hausdorff_distance(percentile=95)``, SPEC §5): surface voxels are the
+HD95 convention (MONAI's ``compute_hausdorff_distance(percentile=95)``, supplement §8): surface voxels are the
 voxels of a mask that have a 6-neighbour outside it (mask XOR its erosion with the 6-connected cross;
 voxels on the array border count as surface). For every surface voxel of one mask, the Euclidean
 distance (spacing-aware) to the nearest surface voxel of the other is taken; HD95 is the maximum of the

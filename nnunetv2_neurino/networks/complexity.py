@@ -1,11 +1,11 @@
-"""Parameter and FLOP counts of the package's networks (SPEC §3, table 11; ``neurino model-info``).
+"""Parameter and FLOP counts of the package's networks (the paper's table 11; ``neurino model-info``).
 
 Convention (the paper's and fvcore's): one multiply-add = one FLOP, counted for a batch of one volume of
 ``patch`` = (Z, Y, X) voxels in eval mode with deep supervision on.
 
 Two counters are used:
 
-* :func:`conv_linear_gflops` — the implementation-independent target of SPEC §3: the multiply-adds of every
+* :func:`conv_linear_gflops` — table 11's implementation-independent count: the multiply-adds of every
   convolution (plain, depthwise, transposed) and every linear layer (``aten.convolution``, ``aten.addmm``,
   ``aten.mm``, ``aten.bmm``). It runs :class:`torch.utils.flop_counter.FlopCounterMode` on *meta* tensors
   (shapes only, no arithmetic), so a 64³ count takes well under a second. FlopCounterMode counts
@@ -13,7 +13,7 @@ Two counters are used:
 * :func:`fvcore_gflops` — fvcore's ``FlopCountAnalysis`` (a traced real forward, seconds per model at 64³).
   Its ``by_operator()`` keys that are conv / linear work (``conv``, ``linear``, ``addmm``, ``mm``,
   ``matmul``, ``bmm``, ``einsum``) give the same conv + linear figure; its total also counts norms
-  (``layer_norm``, ``batch_norm``, ``group_norm``: how much depends on how a norm is written, SPEC §3).
+  (``layer_norm``, ``batch_norm``, ``group_norm``: how much depends on how a norm is written).
 """
 
 from __future__ import annotations

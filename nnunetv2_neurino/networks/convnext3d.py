@@ -1,4 +1,4 @@
-"""DINOv3 ConvNeXt inflated to 3D: the NeurINO encoder (SPEC §3).
+"""DINOv3 ConvNeXt inflated to 3D: the NeurINO encoder (paper, suppl. §9).
 
 Module names follow Meta's DINOv3 layout (``downsample_layers.i``, ``stages.i.j.dwconv/norm/pwconv1/pwconv2/
 gamma``) so a 2D checkpoint maps key by key (see ``inflation.py``). Tensors are ``(N, C, Z, Y, X)``; per-axis

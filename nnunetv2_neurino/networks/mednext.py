@@ -1,4 +1,4 @@
-"""MedNeXt building blocks and the MedNeXt network (SPEC §3).
+"""MedNeXt building blocks and the MedNeXt network (paper, suppl. §9).
 
 One implementation of the blocks serves both MedNeXt itself (GroupNorm with one group per channel) and the
 NeurINO decoder (BatchNorm3d, momentum 0.01). All tensors are ``(N, C, Z, Y, X)``; strides are per axis in
@@ -17,7 +17,7 @@ from nnunetv2_neurino.errors import NeurinoError
 
 Stride3 = tuple[int, int, int]
 
-# Per-level lists: encoder 0-3, bottleneck, decoder 3-0 (9 entries), SPEC §3.
+# Per-level lists: encoder 0-3, bottleneck, decoder 3-0 (9 entries).
 MEDNEXT_SIZES: dict[str, dict[str, list[int]]] = {
     "S": {"expansion": [2] * 9, "blocks": [2] * 9},
     "B": {"expansion": [2, 3, 4, 4, 4, 4, 4, 3, 2], "blocks": [2] * 9},
@@ -144,7 +144,7 @@ class MedNeXtUpBlock(MedNeXtBlock):
 
     The transposed convs turn an axis of size n into 2n - 1; the whole block (both paths) runs at that size
     and its output is padded by one zero voxel at the start of each upsampled axis to give exactly 2n (as in
-    the released MedNeXt/NeurINO code, which is what the conv+linear FLOP targets of SPEC §3 count). An axis
+    the released MedNeXt/NeurINO code, which is what the conv+linear FLOPs of table 11 count). An axis
     with stride 1 keeps its size.
     """
 
@@ -232,7 +232,7 @@ class MedNeXtDecoder(nn.Module):
 
 
 class MedNeXt(nn.Module):
-    """MedNeXt (Roy et al. 2023) for 3D segmentation, built from the blocks above (SPEC §3).
+    """MedNeXt (Roy et al. 2023) for 3D segmentation, built from the blocks above (paper, suppl. §9).
 
     Input ``(N, in_channels, Z, Y, X)`` with each axis divisible by the total stride; output logits
     ``(N, num_classes, Z, Y, X)`` or, with deep supervision, a list of 5 maps at ``output_strides``.

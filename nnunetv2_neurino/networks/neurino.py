@@ -1,4 +1,4 @@
-"""NeurINO: inflated DINOv3 ConvNeXt encoder + MedNeXt-block decoder (SPEC §3).
+"""NeurINO: inflated DINOv3 ConvNeXt encoder + MedNeXt-block decoder (paper, suppl. §9).
 
 Tensors are ``(N, C, Z, Y, X)``; strides are per axis in array order ``(z, y, x)``.
 """
@@ -143,7 +143,7 @@ def build_neurino(variant: str = "tiny", in_channels: int = 1, num_classes: int 
 
 def neurino_strides_from_plan(plan_strides: Sequence[Sequence[int]], patch_size: Sequence[int],
                               stem_stride: int = 2) -> tuple[list[Stride3], list[int]]:
-    """Map an nnU-Net plan's ``strides`` onto NeurINO's 4 strided layers (SPEC §3, anisotropic data).
+    """Map an nnU-Net plan's ``strides`` onto NeurINO's 4 strided layers (anisotropic data).
 
     Parameters
     ----------

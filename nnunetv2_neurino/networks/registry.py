@@ -1,8 +1,8 @@
-"""The architectures the package registers (``neurino model-info``, SPEC §3 table 11).
+"""The architectures the package registers (``neurino model-info``, the paper's table 11).
 
 ``ARCHITECTURES`` maps a display name to an :class:`Architecture`: a builder taking the number of input
 channels, and whether the network has an RGB (3-channel) stem count worth reporting. Every entry is built
-as SPEC §3 counts it: 2 classes, deep supervision on.
+as the paper's table 11 counts it: 2 classes, deep supervision on.
 """
 
 from __future__ import annotations

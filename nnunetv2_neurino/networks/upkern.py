@@ -1,4 +1,4 @@
-"""UpKern (MedNeXt, Roy et al. 2023): initialise a kernel-5 MedNeXt from a trained kernel-3 one (SPEC §3).
+"""UpKern (MedNeXt, Roy et al. 2023): initialise a kernel-5 MedNeXt from a trained kernel-3 one.
 
 Every depthwise kernel ``(C, 1, 3, 3, 3)`` is resized trilinearly (``torch.nn.functional.interpolate``,
 ``align_corners=False``) to ``(C, 1, 5, 5, 5)``; every other tensor (1×1 convs, norms, GRN, heads) is copied.

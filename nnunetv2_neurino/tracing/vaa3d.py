@@ -19,7 +19,7 @@ vaa3d-smarttracing ``NEURINO_VAA3D_SMARTTRACING_CMD``  ``{vaa3d} -x SmartTracing
                                                      -o {output}``
 =================  ================================  =====================================================
 
-The APP2 line is the published usage (SPEC §5). Plugin names and the way NeuTube / SmartTracing name
+The APP2 line is Vaa3D's published usage. Plugin names and the way NeuTube / SmartTracing name
 their output differ between Vaa3D builds (``vaa3d -x PLUGIN -f help`` lists a build's functions):
 override the template when yours differs, e.g. prefix ``xvfb-run -a`` on a head-less Linux machine.
 Templates are split like a shell command line but never run through a shell. When a plugin ignores

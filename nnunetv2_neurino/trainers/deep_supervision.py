@@ -3,7 +3,7 @@
 nnU-Net derives the deep-supervision scales from the plan's ``pool_op_kernel_sizes`` and gives the lowest
 output weight 0. A network with its own strides (NeurINO, MedNeXt) exposes ``output_strides`` (per output,
 per axis total stride, full resolution first); the scales and the released weights 1, ½, ¼, ⅛, 1/16
-(normalised) come from there (SPEC §2, §3).
+(normalised) come from there (nnU-Net v2 and the paper, supplement §9).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MedNeXt on nnU-Net v2 (SPEC §3): the baseline of the paper's tables 6 and 9, with and without TASL.
+"""MedNeXt on nnU-Net v2: the baseline of the paper's tables 6 and 9, with and without TASL.
 
 MedNeXt exists only as an nnU-Net v1 fork; these trainers build it from the shared blocks
 (:func:`nnunetv2_neurino.networks.mednext.build_mednext`) for any nnU-Net v2 plan:

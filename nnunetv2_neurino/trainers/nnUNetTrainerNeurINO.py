@@ -1,4 +1,4 @@
-"""NeurINO trainers: DINOv3 ConvNeXt inflated to 3D + MedNeXt decoder, Dice + CE + official TASL (SPEC §3).
+"""NeurINO trainers: DINOv3 ConvNeXt inflated to 3D + MedNeXt decoder, Dice + CE + official TASL.
 
 Each variant is a subclass changing class attributes; ``nnUNetv2_train`` passes no options to trainers.
 """
@@ -24,7 +24,7 @@ from nnunetv2_neurino.trainers.weights import DINOv3WeightsMixin
 class NeurINONetworkMixin(PatchFitMixin):
     """Builds NeurINO from the plan: ``variant``, ``stem_stride``, ``inflation`` are class attributes.
 
-    The plan's strides are mapped onto the network's 4 strided layers (anisotropic data, SPEC §3). The
+    The plan's strides are mapped onto the network's 4 strided layers (anisotropic data). The
     builder is a classmethod (static with respect to the instance) and never loads weights: it also runs
     at inference.
     """

@@ -1,4 +1,4 @@
-"""Skeleton Recall (SPEC §4 baseline): the established topology loss of the nnU-Net world.
+"""Skeleton Recall (baseline of the paper's table 9): the established topology loss of the nnU-Net world.
 
 ``nnUNetTrainerSkeletonRecall``: nnU-Net's own network and recipe from whatever plan is given, plus
 L_SR = 1 − (Σ T·p + ε)/(Σ T + ε) at every deep-supervision scale (nnU-Net's weights), added with weight 1.

@@ -1,4 +1,4 @@
-"""TASL for any backbone (SPEC §4): stock nnU-Net + official TASL, and the ``_dTASL`` variants.
+"""TASL for any backbone (paper, suppl. §6): stock nnU-Net + official TASL, and the ``_dTASL`` variants.
 
 - ``nnUNetTrainerTASL``: nnU-Net's own network from whatever plan is given (``-p nnUNetPlans``,
   ``-p nnUNetResEncUNetMPlans``, …) and nnU-Net's own recipe (SGD, 1000 epochs, its deep-supervision
@@ -6,7 +6,7 @@
   background thread from the detached full-resolution prediction while the backward pass runs
   (:class:`~nnunetv2_neurino.trainers.tasl_step.TASLStepMixin`). It differs from ``nnUNetTrainer`` only
   by the loss: table 9's "nnUNet + TASL".
-- ``…_dTASL``: the same trainer with the official TASL replaced by the differentiable TASL (SPEC §4): the
+- ``…_dTASL``: the same trainer with the official TASL replaced by the differentiable TASL (suppl. §6): the
   ground-truth skeleton graph (node ids, branch ids) is computed in the data pipeline after the spatial
   augmentation and carried as 2 extra ``segmentation`` channels, which are sliced off before Dice + CE at
   every deep-supervision scale; the path term is computed every step from the current prediction

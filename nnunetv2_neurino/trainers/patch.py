@@ -3,7 +3,7 @@
 nnU-Net plans a patch for its own U-Net; a network with other strides (NeurINO: total stride 16, or 32
 with the stride-4 stem) needs every patch axis to be a multiple of its total stride on that axis. The
 trainer changes the patch in ``initialize()`` and writes it into ``plans_manager.plans`` before
-``on_train_start`` saves ``plans.json``, so the predictor uses the same patch (SPEC §2).
+``on_train_start`` saves ``plans.json``, so the predictor uses the same patch.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class ClassSettingsMixin:
 class AdamWPolyMixin:
     """AdamW with a poly learning-rate schedule and gradient clipping, all as class attributes.
 
-    Defaults are the released NeurINO recipe (SPEC §3): lr 1e-3, weight decay 3e-5, eps 1e-4, poly 0.9,
+    Defaults: the released NeurINO recipe (suppl. §9), lr 1e-3, weight decay 3e-5, eps 1e-4, poly 0.9,
     clip 12, 110 epochs. nnU-Net's ``initial_lr`` / ``weight_decay`` / ``num_epochs`` are set from them
     through :class:`ClassSettingsMixin`.
     """

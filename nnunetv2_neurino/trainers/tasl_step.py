@@ -1,10 +1,10 @@
 """Training step with the official (gradient-rescaling) TASL computed beside the backward pass.
 
 The official TASL has no gradient of its own: L = (Dice + CE)·(1 + β·TASL), so ∇L = (1 + β·TASL)·∇(Dice+CE)
-(SPEC §4). The step starts the backward pass of Dice + CE at once, lets :class:`OfficialTASL` compute TASL
+(suppl. §6). The step starts the backward pass of Dice + CE at once, lets :class:`OfficialTASL` compute TASL
 on the CPU in its background thread from the detached full-resolution prediction meanwhile, and multiplies
 the gradients by (1 + β·TASL) after unscaling and before clipping. TASL is computed on the
-full-resolution output only (SPEC §4 allows it). On the CPU the thread also overlaps the backward pass;
+full-resolution output only. On the CPU the thread also overlaps the backward pass;
 the numbers equal a synchronous computation.
 """
 

@@ -1,6 +1,6 @@
 """Topology losses in nnU-Net trainers: ground truth from the data pipeline, loss terms beside Dice + CE.
 
-nnU-Net's loader keeps only ``image`` and ``segmentation`` (SPEC §2), so what a topology loss needs from
+nnU-Net's loader keeps only ``image`` and ``segmentation``, so what a topology loss needs from
 the label is computed in the trainer's own data pipeline and carried as extra integer ``segmentation``
 channels:
 
@@ -122,7 +122,7 @@ class TopologyLossMixin:
 
     Class attributes
     ----------------
-    topology : ``"differentiable"`` (differentiable TASL, SPEC §4), ``"skeleton_recall"`` or ``"none"``.
+    topology : ``"differentiable"`` (differentiable TASL), ``"skeleton_recall"`` or ``"none"``.
     tasl_lambdas : (λ_node, λ_edge, λ_path) of the differentiable TASL, default (1.0, 0.5, 0.5).
     dtasl_tau, dtasl_pairs, dtasl_dilation : softmin temperature τ, sampled node pairs K per sample and
         path-corridor radius r_d (voxels) of the differentiable TASL.

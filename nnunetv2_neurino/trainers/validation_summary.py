@@ -1,6 +1,6 @@
 """After nnU-Net's final validation, write the topology summary of ``neurino evaluate`` beside its summary.
 
-nnU-Net's evaluation has no hook for custom metrics (SPEC §2). :class:`TopologySummaryMixin` extends
+nnU-Net's evaluation has no hook for custom metrics. :class:`TopologySummaryMixin` extends
 ``perform_actual_validation`` — run at the end of ``nnUNetv2_train`` and by ``nnUNetv2_train … --val`` —
 so that, next to nnU-Net's ``fold_N/validation/summary.json``, a ``summary_topology.json`` holds voxel F1 /
 HD95 and the tracing metrics ESA / DSA / PDS of every validation case

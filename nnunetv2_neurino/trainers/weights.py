@@ -1,4 +1,4 @@
-"""Pretrained DINOv3 weights in the trainer life cycle (SPEC §2).
+"""Pretrained DINOv3 weights in the trainer life cycle.
 
 - ``initialize()`` (also run by ``--c``, ``--val`` and checkpoint loading) loads the DINOv3 file into the
   encoder when the environment variable names one; it never fails for a missing file.
