@@ -60,3 +60,25 @@ def test_overhead_matches_the_analytic_count():
     assert make_lattice((100, 100, 100), (16, 24, 24), 20).core == (24, 24, 24)
     with pytest.raises(NeurinoError):
         make_lattice((10, 10, 10), (4, 4, 4), 0)
+
+
+# ---------------------------------------------------------------- normalisation
+def test_sampled_statistics_match_whole_volume_and_nnunet_zscore(tmp_path):
+    import zarr
+    from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
+
+    from nnunetv2_neurino.large.normalization import sample_statistics
+
+    rng = np.random.default_rng(1)
+    img = (rng.normal(100, 10, (40, 72, 72)) + 40 * (rng.random((40, 72, 72)) > 0.97)).astype(np.float32)
+    arr = zarr.create_array(tmp_path / "v.zarr", shape=img.shape, chunks=(8, 8, 8), dtype="float32")
+    arr[:] = img
+    st = sample_statistics(arr, max_chunks=64, seed=3)
+    assert st.n_chunks == 64 < st.n_chunks_total == 405
+    assert abs(st.mean - img.mean()) <= 0.01 * abs(img.mean())
+    assert abs(st.std - img.std()) <= 0.01 * img.std()
+    full = sample_statistics(arr, max_chunks=1000)  # every chunk: nnU-Net's own per-image z-score
+    ref = ZScoreNormalization(use_mask_for_norm=False, intensityproperties={}).run(img.copy())
+    np.testing.assert_allclose(full.apply(img), ref, atol=1e-4)
+    with pytest.raises(NeurinoError, match="not supported"):
+        sample_statistics(arr, scheme="RescaleTo01Normalization")
