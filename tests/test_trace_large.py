@@ -118,3 +118,49 @@ def test_empty_and_all_removed_volumes_give_empty_trees():
     speck = np.zeros((10, 10, 10), np.uint8)
     speck[5, 5, 3:6] = 1
     assert trace_large(speck, block=4, min_component_size=10, progress=False).n == 0
+
+
+def test_trace_large_command_on_a_small_zarr(tmp_path, capsys):
+    import csv
+
+    import zarr
+
+    from nnunetv2_neurino.cli import main
+    from nnunetv2_neurino.large.trace_output import MARKER
+    from nnunetv2_neurino.swc import read_swc
+
+    mask = _neurons(5)
+    src = tmp_path / "mask.zarr"
+    arr = zarr.create_array(store=str(src), shape=mask.shape, chunks=(16, 16, 16), dtype="uint8")
+    arr[:] = mask
+    out = tmp_path / "out"
+    assert main(["trace-large", "-i", str(src), "-o", str(out), "--block", "20", "--halo", "24",
+                 "--min-length", "5"]) == 0
+    ref = [t for t in _split(trace_mask(mask)) if t.cable_length() >= 5]
+    with open(out / "trees.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(ref) >= 2 and (out / MARKER).is_file()
+    combined = read_swc(out / "all_trees.swc")
+    assert _nodes_and_edges(combined) == _nodes_and_edges(SWCTree.concatenate(ref))
+    for row in rows:
+        tree = read_swc(out / row["file"])
+        assert tree.n == int(row["nodes"]) and len(tree.roots) == 1
+        assert float(row["cable_length"]) == pytest.approx(tree.cable_length(), abs=1e-4)
+        zyx = tree.to_zyx()
+        assert [int(row[k]) for k in ("z_min", "y_min", "x_min")] == list(zyx.min(axis=0).astype(int))
+    # an existing output needs --force; an input inside the output or a foreign folder is never replaced
+    assert main(["trace-large", "-i", str(src), "-o", str(out)]) == 2
+    assert main(["trace-large", "-i", str(src), "-o", str(out), "--force", "--block", "32"]) == 0
+    assert main(["trace-large", "-i", str(src), "-o", str(tmp_path), "--force"]) == 2
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("x")
+    assert main(["trace-large", "-i", str(src), "-o", str(foreign), "--force"]) == 2
+    assert (foreign / "keep.txt").read_text() == "x" and src.is_dir()
+    assert main(["trace-large", "-i", str(tmp_path / "nope.zarr"), "-o", str(tmp_path / "o2")]) == 2
+    assert not (tmp_path / "o2").exists()
+
+
+def _split(t: SWCTree) -> list[SWCTree]:
+    labels = t.component_labels()
+    return [t.take(labels == k).renumbered() for k in range(len(t.roots))]
