@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.swc import SWCTree
-from nnunetv2_neurino.tracing.trace import forest_from_skeleton, skeleton_points
+from nnunetv2_neurino.tracing.trace import foreground_box, forest_from_skeleton, skeleton_points
 
 __all__ = ["DEFAULT_BLOCK", "DEFAULT_HALO", "block_grid", "GlobalComponents", "label_components",
            "trace_large"]
@@ -225,8 +225,12 @@ def trace_large(mask_array, spacing: Sequence[float] = (1.0, 1.0, 1.0), block=DE
             if not comps.foreground(lo, hi).any():
                 continue
             rlo, rhi = np.maximum(lo - halo, 0), np.minimum(hi + halo, shape)
-            zyx, radius = skeleton_points(comps.foreground(rlo, rhi), spacing)
-            zyx += rlo
+            fg = comps.foreground(rlo, rhi)
+            # crop to the foreground's box + 1 voxel, as trace_mask does: same skeleton and radii, and
+            # thinning time follows the foreground, not the block, on sparse neurons
+            box_lo, box_hi = foreground_box(fg)
+            zyx, radius = skeleton_points(np.ascontiguousarray(fg[_region(box_lo, box_hi)]), spacing)
+            zyx += rlo + box_lo
             inside = np.all((zyx >= lo) & (zyx < hi), axis=1)
             zyx_parts.append(zyx[inside])
             radius_parts.append(radius[inside])

@@ -23,7 +23,8 @@ from nnunetv2_neurino.swc import BASAL_DENDRITE, SOMA, SWCTree
 from nnunetv2_neurino.tracing.skeleton_graph import neighbour_graph, orient_forest, spanning_forest
 
 __all__ = ["trace_mask", "trace_mask_and_largest_component", "trace_probabilities", "prune_short_branches",
-           "resample_chains", "distance_to_background", "skeleton_points", "forest_from_skeleton"]
+           "resample_chains", "distance_to_background", "skeleton_points", "forest_from_skeleton",
+           "foreground_box"]
 
 
 def _check_spacing(spacing) -> np.ndarray:
@@ -151,7 +152,7 @@ def trace_mask_and_largest_component(mask: np.ndarray, spacing: Sequence[float] 
     return tree, tree.take(in_largest).renumbered()
 
 
-def _bounding_box(fg: np.ndarray, margin: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+def foreground_box(fg: np.ndarray, margin: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
     """(lo, hi) of the foreground's bounding box grown by ``margin`` (clipped to the array); None if empty.
 
     Cheap axis projections instead of a full coordinate scan.
@@ -175,7 +176,7 @@ def _clean_crop(mask: np.ndarray, min_component_size: int, offset) -> tuple[np.n
         raise NeurinoError(f"trace_mask: expected a 3D (z, y, x) mask, got shape {mask.shape}")
     offset = np.asarray(offset, dtype=np.float64).reshape(3)
     fg = mask != 0
-    box = _bounding_box(fg)
+    box = foreground_box(fg)
     if box is None:
         return None, offset
     lo, hi = box
