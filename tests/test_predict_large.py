@@ -192,3 +192,42 @@ def test_predict_large_synchronous_and_resume(large_case):
         a, b = _read(out, name), _read(cut, name)
         assert a.tobytes() == b.tobytes(), name
     assert zarr.open_group(cut, mode="r").attrs["neurino_complete"] is True
+
+
+def test_cli_with_a_two_worker_local_cluster_equals_whole_volume(large_case, capsys):
+    from nnunetv2_neurino.cli import main
+    from nnunetv2_neurino.inference.predict import mask_from_probabilities
+
+    out = large_case["root"] / "cli.ome.zarr"
+    argv = ["predict-large", "-i", str(large_case["input"]), "-m", str(large_case["run"]), "-o", str(out),
+            "--block", "16", "--device", "cpu", "--disable-tta", "--workers", "2",
+            "--spacing", *map(str, SPACING)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "block core 16x24x24" in text and "27 predicted" in text
+    whole_mask = mask_from_probabilities(large_case["whole"])
+    np.testing.assert_array_equal(_read(out, "labels/neurites/0"), whole_mask)
+    assert main(argv) == 2  # exists: neither --resume nor --force
+    assert main(argv[:-4] + ["--spacing", "4", "1", "1", "--force"]) == 2  # spacing off the plan by 100 %
+
+
+def test_empty_blocks_are_skipped_and_the_rest_unchanged(large_case):
+    import zarr
+
+    from nnunetv2_neurino.large.predict import predict_large
+
+    img = large_case["img"][:16, :24, :].copy()
+    img[:, :, 36:] = 0  # block 2's core and halo ([36, 60) on x) hold no signal
+    src = zarr.create_array(large_case["root"] / "empty.zarr", shape=img.shape, chunks=(16, 24, 24),
+                            dtype="float32")
+    src[:] = img
+    kw = {"block": 24, "use_mirroring": False, "spacing": SPACING, "scheduler": "synchronous"}
+    skip = predict_large(src.store.root, large_case["run"], large_case["root"] / "skip.ome.zarr", **kw)
+    full = predict_large(src.store.root, large_case["run"], large_case["root"] / "noskip.ome.zarr",
+                         skip_empty=False, **kw)
+    assert (skip.blocks_done, skip.blocks_skipped) == (2, 1)
+    assert (full.blocks_done, full.blocks_skipped) == (3, 0)
+    a = _read(large_case["root"] / "skip.ome.zarr", "labels/neurites/0")
+    b = _read(large_case["root"] / "noskip.ome.zarr", "labels/neurites/0")
+    np.testing.assert_array_equal(a[..., :48], b[..., :48])
+    assert not a[..., 48:].any()
