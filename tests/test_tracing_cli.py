@@ -108,3 +108,18 @@ def test_trace_command_threshold_min_size_and_spacing(tmp_path, mask, capsys):
         assert main(["trace", str(tmp_path / "p.npy"), "-o", str(tmp_path / "x.swc"), *bad]) == 2
         assert not (tmp_path / "x.swc").exists()
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("case", ["ones", "bar2", "bar4"])
+def test_trace_command_degenerate_masks_exit_0_with_valid_swc(tmp_path, case):
+    """These raised 'zero-size array' before the tracer used the robust skeleton."""
+    if case == "ones":
+        vol = np.ones((32, 32, 32), np.uint8)
+    else:
+        t = int(case[-1])
+        vol = np.zeros((30, 12, 12), np.uint8)
+        vol[3:27, 4:4 + t, 4:4 + t] = 1
+    np.save(tmp_path / "m.npy", vol)
+    assert main(["trace", str(tmp_path / "m.npy"), "-o", str(tmp_path / "m.swc")]) == 0
+    tree = read_swc(tmp_path / "m.swc")
+    assert tree.n >= 1 and len(tree.roots) == 1

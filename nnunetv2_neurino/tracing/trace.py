@@ -1,6 +1,8 @@
 """Built-in tracer: binary mask or probability map -> SWC forest.
 
-Pipeline (SPEC §5): remove small components (cc3d) -> 3D skeleton (scikit-image, Lee's method) ->
+Pipeline: remove small components (cc3d) -> 3D skeleton (scikit-image, Lee's method, made robust to
+even cross-sections by :func:`nnunetv2_neurino.losses.skeleton_utils.skeletonize_keep_branches`: the
+TASL losses' ``skeletonize_robust`` repair plus even-width branches, scikit-image#3757) ->
 26-connected skeleton graph -> minimum spanning forest (breaks cycles) -> one tree per component,
 radius from the Euclidean distance transform (edt, spacing-aware) -> root at the largest-radius node,
 or, for the component nearest a given soma/seed point, at its skeleton voxel nearest that point (type 1).
@@ -14,14 +16,15 @@ from collections.abc import Sequence
 import cc3d
 import numpy as np
 from scipy.spatial import cKDTree
-from skimage.morphology import skeletonize
 
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.losses.skeleton_utils import skeletonize_keep_branches
 from nnunetv2_neurino.swc import BASAL_DENDRITE, SOMA, SWCTree
 from nnunetv2_neurino.tracing.skeleton_graph import neighbour_graph, orient_forest, spanning_forest
 
 __all__ = ["trace_mask", "trace_mask_and_largest_component", "trace_probabilities", "prune_short_branches",
-           "resample_chains", "distance_to_background"]
+           "resample_chains", "distance_to_background", "skeleton_points", "forest_from_skeleton",
+           "foreground_box"]
 
 
 def _check_spacing(spacing) -> np.ndarray:
@@ -149,7 +152,7 @@ def trace_mask_and_largest_component(mask: np.ndarray, spacing: Sequence[float] 
     return tree, tree.take(in_largest).renumbered()
 
 
-def _bounding_box(fg: np.ndarray, margin: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
+def foreground_box(fg: np.ndarray, margin: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
     """(lo, hi) of the foreground's bounding box grown by ``margin`` (clipped to the array); None if empty.
 
     Cheap axis projections instead of a full coordinate scan.
@@ -173,7 +176,7 @@ def _clean_crop(mask: np.ndarray, min_component_size: int, offset) -> tuple[np.n
         raise NeurinoError(f"trace_mask: expected a 3D (z, y, x) mask, got shape {mask.shape}")
     offset = np.asarray(offset, dtype=np.float64).reshape(3)
     fg = mask != 0
-    box = _bounding_box(fg)
+    box = foreground_box(fg)
     if box is None:
         return None, offset
     lo, hi = box
@@ -188,15 +191,59 @@ def _clean_crop(mask: np.ndarray, min_component_size: int, offset) -> tuple[np.n
 def _trace_clean(fg: np.ndarray, spacing: np.ndarray, offset: np.ndarray, root, prune_length: float,
                  resample_step: int) -> SWCTree:
     """:func:`trace_mask` after cleaning: ``fg`` is a non-empty bool crop starting at ``offset``."""
-    zyx = np.argwhere(skeletonize(fg))
-    dist = distance_to_background(fg, zyx, spacing) / spacing.min()
+    zyx, radius = skeleton_points(fg, spacing)
+    return forest_from_skeleton(zyx + np.rint(offset).astype(np.int64), radius, spacing, root, prune_length,
+                                resample_step)
 
+
+def skeleton_points(fg: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 1 of the tracer: skeleton voxels of a foreground and their radii.
+
+    Parameters
+    ----------
+    fg : bool (Z, Y, X) foreground (already cleaned of small components).
+    spacing : (z, y, x) voxel size.
+
+    Returns
+    -------
+    zyx : int64 (K, 3) skeleton voxel indices in C order (``np.argwhere`` order).
+    radius : float64 (K,) distance to the nearest background voxel, in voxels of the finest axis
+        (``min(spacing)``); outside the array counts as foreground.
+    """
+    spacing = _check_spacing(spacing)
+    zyx = np.argwhere(skeletonize_keep_branches(fg)).astype(np.int64)
+    return zyx, distance_to_background(fg, zyx, spacing) / spacing.min()
+
+
+def forest_from_skeleton(zyx: np.ndarray, radius: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                         root: Sequence[float] | None = None, prune_length: float = 0.0,
+                         resample_step: int = 1) -> SWCTree:
+    """Stage 2 of the tracer: skeleton voxels -> SWC forest (graph -> spanning forest -> root -> pruning ->
+    resampling). :func:`trace_mask` and the block-wise ``large.trace.trace_large`` both end here.
+
+    Parameters
+    ----------
+    zyx : int (K, 3) skeleton voxels (z, y, x) in the output frame, unique, in C order (the order decides
+        ties: equal-radius roots and equal-weight spanning-tree edges).
+    radius : float (K,) radii (see :func:`skeleton_points`).
+    spacing, root, prune_length, resample_step : as for :func:`trace_mask` (``root`` in the frame of ``zyx``).
+
+    Returns
+    -------
+    SWCTree, ids 1..N in depth-first order; empty when ``zyx`` is empty.
+    """
+    spacing = _check_spacing(spacing)
+    zyx = np.asarray(zyx, dtype=np.int64).reshape(-1, 3)
+    radius = np.asarray(radius, dtype=np.float64).reshape(-1)
+    if zyx.shape[0] == 0:
+        return SWCTree.empty()
     forest, labels = spanning_forest(neighbour_graph(zyx, spacing))
     n_comp = int(labels.max()) + 1
-    roots = _largest_per_label(dist, labels, n_comp)
+    roots = _largest_per_label(radius, labels, n_comp)
     soma = -1
     if root is not None:
-        seed = np.asarray(root, dtype=np.float64).reshape(3)[::-1] - offset       # (z, y, x) in the mask
+        seed = np.asarray(root, dtype=np.float64).reshape(3)[::-1]       # (z, y, x)
         soma = int(np.argmin(np.sum(((zyx - seed) * spacing) ** 2, axis=1)))
         roots[labels[soma]] = soma
     parent, order = orient_forest(forest, roots)
@@ -207,7 +254,7 @@ def _trace_clean(fg: np.ndarray, spacing: np.ndarray, offset: np.ndarray, root, 
     rank = np.empty_like(order)
     rank[order] = np.arange(order.shape[0])
     pidx = np.where(parent[order] >= 0, rank[np.maximum(parent[order], 0)], -1)
-    tree = SWCTree.from_zyx(zyx[order] + offset, pidx, radius=dist[order], types=types[order])
+    tree = SWCTree.from_zyx(zyx[order], pidx, radius=radius[order], types=types[order])
     if prune_length > 0:
         tree = prune_short_branches(tree, prune_length, spacing)
     if resample_step > 1:
