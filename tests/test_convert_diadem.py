@@ -192,3 +192,32 @@ def test_real_dataset_passes_nnunet_integrity_check(diadem_dataset):
 
     _, report = diadem_dataset
     verify_dataset_integrity(str(report.path), num_processes=1)
+
+
+def test_real_dataset_plan_keeps_z_unstrided_while_z_is_coarse(diadem_dataset, tmp_path, monkeypatch):
+    """nnU-Net's planner on the anisotropic stacks: no z pooling until the z step is within 2x of x/y."""
+    import os
+    import shutil
+    import subprocess
+
+    _, report = diadem_dataset
+    env = {**os.environ, "nnUNet_raw": str(report.path.parent), "nnUNet_preprocessed": str(tmp_path / "pre"),
+           "nnUNet_results": str(tmp_path / "res"), "nnUNet_n_proc_DA": "1"}  # planner sets torch threads
+    planner = shutil.which("nnUNetv2_plan_and_preprocess")
+    assert planner is not None, "nnUNetv2_plan_and_preprocess is not on PATH"
+    done = subprocess.run([planner, "-d", "40", "-c", "3d_fullres", "--no_pp", "-npfp", "1"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    plans = json.loads((tmp_path / "pre" / report.path.name / "nnUNetPlans.json").read_text())
+    config = plans["configurations"]["3d_fullres"]
+    np.testing.assert_allclose(config["spacing"], (0.9988, 0.3296, 0.3296), rtol=0.01)
+    arch = config["architecture"]["arch_kwargs"]
+    spacing = np.array(config["spacing"], dtype=float)
+    for stride in arch["strides"]:
+        # nnU-Net pools an axis only once its (current) spacing is within 2x of the finest axis
+        coarse_z = spacing[0] > 2 * spacing[1:].min()
+        if coarse_z:
+            assert stride[0] == 1, f"z pooled while z spacing {spacing[0]:.3f} > 2x {spacing[1]:.3f}"
+        spacing = spacing * np.array(stride)
+    assert arch["strides"][1][0] == 1 and arch["kernel_sizes"][0] == [1, 3, 3]   # first z pooling later
+    assert sum(s[0] == 2 for s in arch["strides"]) >= 1 and config["patch_size"][0] < config["patch_size"][1]
