@@ -80,9 +80,24 @@ def swc_case(name: str, image_path: Path, swc_path: Path, radius_floor: float, r
             raise NeurinoError(f"{swc_path}: SWC file has no nodes")
         label = render_swc(tree, image.shape, spacing=spacing, radius_floor=radius_floor,
                            radius_scale=radius_scale)
-        return LoadedCase(image, spacing, label, tree)
+        return LoadedCase(image, spacing, label, tree, outside_node_notes(tree, image.shape))
 
     return CaseSource(name, load, f"{image_path} + {swc_path.name}")
+
+
+def outside_node_notes(tree, shape: tuple[int, ...]) -> list[str]:
+    """Log note on the SWC nodes outside a (z, y, x) image of ``shape`` ([] if none; labels by render_swc).
+
+    The count is also a column of the conversion log; the note says what happened to those nodes.
+    """
+    from nnunetv2_neurino.data.nnunet_raw import count_nodes_outside
+
+    n_out = count_nodes_outside(tree, shape)
+    if not n_out:
+        return []
+    return [f"{n_out} of {len(tree)} SWC nodes lie outside the image {tuple(shape)}: kept unchanged in the "
+            "swc folder; the label holds only the parts of their balls and tubes that fall inside the "
+            "volume (clipped at the border)"]
 
 
 def relative_name(path: Path, root: Path) -> str:

@@ -273,3 +273,43 @@ def test_interrupted_conversion_leaves_nothing_that_looks_complete(tmp_path, big
         convert("bigneuron", src, 503, out_root=out, progress=False, force=True)
     # --force run cut off: old set intact
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_split_is_drawn_after_dropping_bad_cases(tmp_path, seed):
+    """Issue 11: with one usable case and one bad one, the usable case never lands in the test split."""
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name in ("a", "b"):
+        write_image(imgs / f"{name}.nii.gz", _image(_tree(0), 0))
+    write_swc(_tree(0), imgs / "a.swc")
+    far = _tree(1)
+    write_swc(SWCTree(far.ids, far.types, far.xyz + 500.0, far.radius, far.parent), imgs / "b.swc")
+    report = convert("generic", imgs, 60, out_root=tmp_path / "raw", test_fraction=0.5, seed=seed,
+                     progress=False)
+    assert report.train == ["a"] and report.test == []
+    assert [s.name for s in report.skipped] == ["b"] and "inside the image" in report.skipped[0].reason
+    meta = json.loads((report.path / "dataset.json").read_text())
+    assert meta["numTraining"] == 1 and meta["numTest"] == 0 and not (report.path / "imagesTs").exists()
+
+
+def test_swc_nodes_outside_the_image_are_counted_in_the_log(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    tree = _tree(0)
+    # two extra nodes beyond x = 24 and below z = 0; the rest of the tree stays inside SHAPE
+    xyz = np.vstack([tree.xyz, [[30.0, 8.0, 5.0], [10.0, 8.0, -3.0]]])
+    tree = SWCTree.from_parent_index(xyz, [-1, 0, 1, 1, 2, 1], radius=1.0)
+    write_image(imgs / "a.nii.gz", _image(_tree(0), 0))
+    write_swc(tree, imgs / "a.swc")
+    report = convert("generic", imgs, 61, out_root=tmp_path / "raw", test_fraction=0, progress=False)
+    lines = (report.path / "conversion_log.tsv").read_text().splitlines()
+    header, row = lines[0].split("\t"), dict(zip(lines[0].split("\t"), lines[1].split("\t")))
+    assert "swc_nodes_outside" in header and row["swc_nodes_outside"] == "2" and row["swc_nodes"] == "6"
+    assert "2 of 6 SWC nodes lie outside the image (12, 20, 24)" in row["notes"]
+    assert len(read_swc(report.path / "swcTr" / "a.swc")) == 6
+    label, _ = _read_nii(report.path / "labelsTr" / "a.nii.gz")
+    a, b = tree.xyz[2], tree.xyz[4]                     # the edge that leaves through the x = 23 face
+    t = (np.arange(20, 24) - a[0]) / (b[0] - a[0])
+    x, y, z = np.round(a[None] + t[:, None] * (b - a)[None]).astype(int).T
+    assert label[z, y, x].all()        # drawn up to the border, nothing beyond it to draw

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 NAME = "convert"
-HELP = "convert BigNeuron / NeuroFly / CWMBS / generic image+SWC folders into an nnU-Net raw data set"
+HELP = ("convert BigNeuron / NeuroFly / CWMBS / DIADEM OP / generic image+SWC folders into an nnU-Net raw "
+        "data set")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="neurofly: tube radius in voxels for skeleton-mask labels (default 1)")
     parser.add_argument("--swc-dir", default=None, help="generic: folder of SWC files (default: SRC)")
     parser.add_argument("--channel", type=int, default=0, help="channel of multi-channel stacks (default 0)")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                        help="diadem: voxel size in µm (default 0.9988 0.3296 0.3296, the DIADEM OP stacks)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="share of cases for imagesTs")
+    parser.add_argument("--test-cases", nargs="+", default=None, metavar="CASE",
+                        help="these cases (e.g. OP_4) form the test split instead of --test-fraction")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     parser.add_argument("--force", action="store_true", help="replace an existing data set folder")
 
@@ -35,6 +40,13 @@ def run(args: argparse.Namespace) -> int:
     report = convert(args.kind, args.src, args.dataset_id, args.name, args.output,
                      radius_floor=args.radius_floor, radius_scale=args.radius_scale,
                      test_fraction=args.test_fraction, seed=args.seed, force=args.force, channel=args.channel,
-                     swc_dir=args.swc_dir, skeleton_radius=args.skeleton_radius)
+                     swc_dir=args.swc_dir, skeleton_radius=args.skeleton_radius,
+                     spacing=tuple(args.spacing) if args.spacing else None, test_cases=args.test_cases)
     print(format_report(report))
+    if args.kind == "diadem":
+        from dataset_conversion.diadem import DEFAULT_SPACING
+
+        used = tuple(args.spacing) if args.spacing else DEFAULT_SPACING
+        origin = "--spacing" if args.spacing else "the DIADEM OP voxel size; --spacing Z Y X overrides"
+        print(f"spacing (z, y, x) = {used} µm ({origin})")
     return 0

@@ -10,7 +10,8 @@ Layout written (all at once: built in a hidden partial folder, renamed at the en
 Every data-set converter (``dataset_conversion/``) and the built-in synthetic data set describe their
 cases as :class:`CaseSource` objects (a name plus a loader) and call :func:`write_raw_dataset`; cases whose
 loader raises :class:`NeurinoError` (or whose data fail the checks here) are skipped and logged with the
-reason. The train/test split depends only on the sorted case names, the fraction and the seed.
+reason. The train/test split is drawn after loading and checking, among the usable cases only, and
+depends only on their sorted names, the fraction and the seed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import math
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -134,6 +136,19 @@ def split_train_test(names: Sequence[str], test_fraction: float, seed: int) -> s
     return {ordered[i] for i in order[:n_test]}
 
 
+def count_nodes_outside(tree, shape: Sequence[int]) -> int:
+    """How many nodes of an image-space SWC ``tree`` lie outside a (z, y, x) volume of ``shape``.
+
+    A node is inside when its voxel coordinates (x = last axis, 0-based voxel centres) are within
+    [-0.5, size - 0.5] on every axis, i.e. inside the voxels' extent.
+    """
+    if tree is None or len(tree) == 0:
+        return 0
+    zyx = np.asarray(tree.xyz, dtype=np.float64)[:, ::-1]
+    inside = np.all((zyx >= -0.5) & (zyx <= np.asarray(shape[-3:], dtype=np.float64) - 0.5), axis=1)
+    return int(np.count_nonzero(~inside))
+
+
 def _check_case(case: LoadedCase) -> str | None:
     """Why a loaded case cannot be used, or None."""
     if case.image.ndim != 3:
@@ -145,8 +160,7 @@ def _check_case(case: LoadedCase) -> str | None:
     if not np.any(case.label):
         return "label is empty (no neuron voxel inside the image: check the SWC coordinate convention)"
     if case.tree is not None and len(case.tree) > 0:
-        zyx = np.asarray(case.tree.xyz)[:, ::-1]
-        inside = np.all((zyx >= -0.5) & (zyx <= np.array(case.image.shape) - 0.5), axis=1).mean()
+        inside = 1.0 - count_nodes_outside(case.tree, case.image.shape) / len(case.tree)
         if inside < 0.5:
             return (f"only {inside:.0%} of the SWC nodes lie inside the image {case.image.shape} "
                     "(SWC in physical units or another offset?)")
@@ -178,7 +192,8 @@ def _check_id_free(root: Path, dataset_id: int, folder: str) -> None:
 def write_raw_dataset(cases: Sequence[CaseSource], out_root: str | os.PathLike | None, dataset_id: int,
                       name: str, *, test_fraction: float = 0.2, seed: int = 0, force: bool = False,
                       description: str = "", metadata: dict | None = None, progress: bool = True,
-                      extra_skipped: Sequence[Skipped] = ()) -> RawDatasetReport:
+                      extra_skipped: Sequence[Skipped] = (),
+                      test_cases: Sequence[str] | None = None) -> RawDatasetReport:
     """Load every case and write the nnU-Net raw data set atomically.
 
     Parameters
@@ -186,10 +201,13 @@ def write_raw_dataset(cases: Sequence[CaseSource], out_root: str | os.PathLike |
     cases : the cases (names must be unique nnU-Net identifiers; see :func:`unique_case_names`).
     out_root : the nnU-Net raw folder (None → ``$nnUNet_raw``).
     dataset_id, name : give the folder ``DatasetXXX_NAME``.
-    test_fraction, seed : the deterministic split (:func:`split_train_test`).
+    test_fraction, seed : the deterministic split (:func:`split_train_test`), drawn among the cases that
+        loaded and passed the checks (a skipped case never takes a test slot).
     force : replace an existing data set folder of the same name.
     description, metadata : stored in dataset.json (``metadata`` under the key ``neurino``).
     extra_skipped : files the converter already rejected, logged with the others.
+    test_cases : the case names of the test split (replaces the drawn split); names that are neither a
+        case nor an already skipped entry are refused; a test case that fails its checks is skipped.
 
     Returns
     -------
@@ -209,18 +227,22 @@ def write_raw_dataset(cases: Sequence[CaseSource], out_root: str | os.PathLike |
     if bad:
         raise NeurinoError(f"case names {bad[:5]} are not valid nnU-Net identifiers")
     _check_id_free(root, dataset_id, folder)
-    test_names = split_train_test(names, test_fraction, seed)
+    split_train_test([], test_fraction, seed)  # refuse a bad fraction before the (slow) loading
+    if test_cases is not None:
+        unknown = sorted(set(test_cases) - set(names) - {s.name for s in extra_skipped})
+        if unknown:
+            raise NeurinoError(f"test case(s) {', '.join(unknown)} not found; "
+                               f"cases: {', '.join(sorted(names))}")
     skipped = list(extra_skipped)
-    train, test = [], []
-    rows = []
+    rows: dict[str, list[str]] = {}
     target = root / folder
     with atomic_directory(target, force=force) as tmp:
-        subs = ("imagesTr", "labelsTr", "swcTr") + (("imagesTs", "labelsTs", "swcTs") if test_names else ())
-        for sub in subs:
-            (tmp / sub).mkdir()
+        # load and check every case first, so the split is drawn among usable cases only
+        staged = tmp / "staged"
+        for sub in ("images", "labels", "swc"):
+            (staged / sub).mkdir(parents=True)
         for case in tqdm(sorted(cases, key=lambda c: c.name), desc=f"writing {folder}", unit="case",
                          disable=not progress):
-            split = "Ts" if case.name in test_names else "Tr"
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
@@ -232,24 +254,42 @@ def write_raw_dataset(cases: Sequence[CaseSource], out_root: str | os.PathLike |
                 skipped.append(Skipped(case.name, reason, case.origin))
                 continue
             notes = loaded.notes + [str(w.message).replace("\n", " ") for w in caught]
-            _write_nifti(tmp / f"images{split}" / f"{case.name}_0000{FILE_ENDING}", loaded.image,
-                         loaded.spacing)
-            _write_nifti(tmp / f"labels{split}" / f"{case.name}{FILE_ENDING}",
+            _write_nifti(staged / "images" / f"{case.name}_0000{FILE_ENDING}", loaded.image, loaded.spacing)
+            _write_nifti(staged / "labels" / f"{case.name}{FILE_ENDING}",
                          (np.asarray(loaded.label) != 0).astype(np.uint8), loaded.spacing)
             if loaded.tree is not None:
-                write_swc(loaded.tree, tmp / f"swc{split}" / f"{case.name}.swc",
+                write_swc(loaded.tree, staged / "swc" / f"{case.name}.swc",
                           header=f"{case.name} (from {case.origin}); image-space voxels, x = last axis")
-            (test if split == "Ts" else train).append(case.name)
-            rows.append([case.name, "test" if split == "Ts" else "train", case.origin,
-                         "x".join(map(str, loaded.image.shape)), ",".join(f"{s:g}" for s in loaded.spacing),
-                         str(len(loaded.tree)) if loaded.tree is not None else "",
-                         str(int(np.count_nonzero(loaded.label))), "; ".join(notes)])
+            has_tree = loaded.tree is not None
+            rows[case.name] = [case.name, "", case.origin, "x".join(map(str, loaded.image.shape)),
+                               ",".join(f"{s:g}" for s in loaded.spacing),
+                               str(len(loaded.tree)) if has_tree else "",
+                               str(count_nodes_outside(loaded.tree, loaded.image.shape)) if has_tree else "",
+                               str(int(np.count_nonzero(loaded.label))), "; ".join(notes)]
+        test_names = (set(test_cases) & set(rows) if test_cases is not None
+                      else split_train_test(list(rows), test_fraction, seed))
+        train = sorted(n for n in rows if n not in test_names)
+        test = sorted(test_names)
+        for split, names_in_split in (("Tr", train), ("Ts", test)):
+            if split == "Tr" or names_in_split:
+                for sub in ("images", "labels", "swc"):
+                    (tmp / f"{sub}{split}").mkdir()
+            for n in names_in_split:
+                rows[n][1] = "train" if split == "Tr" else "test"
+                for sub, fname in (("images", f"{n}_0000{FILE_ENDING}"), ("labels", f"{n}{FILE_ENDING}"),
+                                   ("swc", f"{n}.swc")):
+                    if (staged / sub / fname).exists():
+                        os.replace(staged / sub / fname, tmp / f"{sub}{split}" / fname)
+        shutil.rmtree(staged)
         if not train:
             reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:5])
             raise NeurinoError(f"no usable training case for {folder} ({len(skipped)} skipped: {reasons})")
-        rows += [[s.name, "skipped", s.origin, "", "", "", "", s.reason] for s in skipped]
-        header = ["case", "split", "source", "shape_zyx", "spacing_zyx", "swc_nodes", "label_voxels", "notes"]
-        (tmp / LOG_NAME).write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n", encoding="utf-8")
+        table = [rows[n] for n in sorted(rows)]
+        table += [[s.name, "skipped", s.origin, "", "", "", "", "", s.reason] for s in skipped]
+        header = ["case", "split", "source", "shape_zyx", "spacing_zyx", "swc_nodes", "swc_nodes_outside",
+                  "label_voxels", "notes"]
+        (tmp / LOG_NAME).write_text("\n".join("\t".join(r) for r in [header, *table]) + "\n",
+                                    encoding="utf-8")
         dataset_json = {
             "name": name,
             "description": description,

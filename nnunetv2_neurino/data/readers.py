@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -56,7 +57,9 @@ def read_image(path: str | os.PathLike, channel: int | None = 0) -> tuple[np.nda
     Parameters
     ----------
     path : ``.tif/.tiff``, ``.v3draw`` (or Vaa3D ``.raw``), ``.v3dpbd``, ``.nii/.nii.gz`` (also
-        ``.nrrd/.mha``), a ``.zarr`` folder or a zipped ``.zarr.zip``.
+        ``.nrrd/.mha``), a ``.zarr`` folder or a zipped ``.zarr.zip``, or a folder of numbered 2D
+        slices (``.tif/.png``; see :mod:`nnunetv2_neurino.data.slices`, which prints the spacing used
+        and its origin to stderr).
     channel : which channel of a multi-channel image to return; None returns all channels.
 
     Returns
@@ -69,6 +72,19 @@ def read_image(path: str | os.PathLike, channel: int | None = 0) -> tuple[np.nda
     if not path.exists():
         raise NeurinoError(f"{path}: no such image file")
     suffix = image_suffix(path)
+    if path.is_dir() and suffix != ".zarr":  # a folder of numbered 2D slices (zarr stores stay zarr)
+        from nnunetv2_neurino.data.slices import is_slice_folder, read_slice_folder
+
+        if is_slice_folder(path):
+            stack = read_slice_folder(path)
+            print(f"neurino: {stack.describe()}", file=sys.stderr)  # the spacing used and where it came from
+            arr, spacing = stack.image, stack.spacing
+            arr = arr if arr.ndim == 4 else arr[None]
+            return _select_channel(arr, channel, path), spacing
+        if not any((path / m).exists() for m in ("zarr.json", ".zarray", ".zgroup")):
+            raise NeurinoError(f"{path}: folder holds neither numbered 2D slices (.tif/.tiff/.png) "
+                               "nor a zarr store")
+        suffix = ".zarr"  # a zarr store without the .zarr suffix
     try:
         if suffix in (".tif", ".tiff"):
             arr, spacing = _read_tiff(path)

@@ -9,7 +9,10 @@ them, with ``nnUNet_raw`` / ``nnUNet_preprocessed`` / ``nnUNet_results`` inside 
                  and a split with one validation case is written
 3. ``train``     ``nnUNetv2_train`` of NeurINO (``nnUNetTrainerNeurINO_demo``, from scratch; the pretrained
                  demo trainer when a DINOv3 file is given) and of stock nnU-Net (``nnUNetTrainer_demo``),
-                 each time-boxed (``NEURINO_TRAIN_SECONDS``, see ``trainers/demo.py``)
+                 both for the same fixed number of iterations, seeded (``NEURINO_TRAIN_SEED``); a generous
+                 wall-clock safety stop (``NEURINO_TRAIN_SAFETY_SECONDS``) only guards against a far too
+                 slow machine, and a run it ends is marked "stopped early — not comparable" in the tables
+                 and ``demo_summary.json`` (see ``trainers/demo.py``)
 4. ``predict``   ``nnUNetv2_predict -npp 1 -nps 1`` on the test images, for both
 5. ``evaluate``  ``neurino evaluate`` (F1, HD95, built-in tracing → ESA/DSA/PDS against the gold SWCs)
 6. ``compare``   ``neurino compare`` tables (Markdown, CSV, LaTeX), printed; loss curves figure
@@ -22,20 +25,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import resource
 import shutil
-import subprocess
-import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nnunetv2_neurino.demo.subprocesses import Stages, cli_path, epoch_bar, run_cli
 from nnunetv2_neurino.errors import NeurinoError
 
+#: appended to a method's name in the tables when the safety stop ended its training
+NOT_COMPARABLE = "stopped early — not comparable"
 DATASET_ID = 990
 DATASET_NAME = "NeurinoSynthetic"
 WEIGHT_VARS = ("NEURINO_DINOV3_WEIGHTS_TINY", "NEURINO_DINOV3_WEIGHTS")
@@ -52,8 +51,11 @@ class DemoPlan:
     ----------
     n_train, n_test : cases of the built-in data set (one training case is held out for validation).
     shape : (Z, Y, X) voxels per case; patch : the 3d_fullres training patch written into the plan.
-    train_seconds : time box per training run (stops at an epoch boundary).
-    stage_timeout : hard limit per subprocess, seconds.
+    epochs, iterations_per_epoch : the training budget, the same for both methods (``trainers/demo.py``).
+    safety_seconds : wall-clock safety stop per training (checked between epochs); generous, so that it
+        fires only on a machine far slower than expected — the run is then marked not comparable.
+    stage_timeout : hard limit per subprocess, seconds (longer than the safety stop plus validation).
+    seed : seed of the data set and of both trainings.
     """
 
     quick: bool
@@ -64,20 +66,47 @@ class DemoPlan:
     neurino_trainer: str
     nnunet_trainer: str
     pretrained: bool
-    train_seconds: float
+    epochs: int
+    iterations_per_epoch: int
+    safety_seconds: float
     stage_timeout: float
     seed: int = 0
 
+    @property
+    def iterations(self) -> int:
+        """Optimiser steps per training, identical for both methods."""
+        return self.epochs * self.iterations_per_epoch
 
-def demo_plan(quick: bool = False, pretrained: bool = False, seed: int = 0) -> DemoPlan:
-    """The demo's settings: full (≤ 15 min on 2 CPU cores) or ``quick`` (≤ 5 min)."""
+
+def demo_plan(quick: bool = False, pretrained: bool = False, seed: int = 0,
+              safety_seconds: float | None = None) -> DemoPlan:
+    """The demo's settings: full (≤ 15 min on a quiet 2-core CPU) or ``quick`` (≤ 5 min).
+
+    The budgets in iterations are :data:`~nnunetv2_neurino.trainers.demo.FULL_BUDGET` /
+    ``QUICK_BUDGET`` (the reasoning is there). The safety stop is generous: NeurINO-T, the slower of the
+    two, took ~270 s for the full budget and 55–77 s for the quick one (start-up and validation
+    included) on a quiet 2-core machine, so 1800 s / 600 s still let a machine 6–10× slower (a busy
+    shared one) train the whole budget, and only a stuck or hopelessly slow run ends early;
+    ``safety_seconds`` overrides it.
+    """
+    from nnunetv2_neurino.trainers.demo import FULL_BUDGET, QUICK_BUDGET
+
     suffix = "Quick" if quick else ""
     neurino = f"nnUNetTrainerNeurINO_demo{'Pretrained' if pretrained else ''}{suffix}"
+    budget = QUICK_BUDGET if quick else FULL_BUDGET
+    if safety_seconds is None:
+        safety_seconds = 600.0 if quick else 1800.0
+    if not safety_seconds > 0:
+        raise NeurinoError(f"the training safety stop must be > 0 seconds, got {safety_seconds}")
+    # the hard subprocess limit must leave room for the stop (checked between epochs) and the validation
+    stage_timeout = max(600.0 if quick else 900.0, 2 * safety_seconds + 300)
     if quick:
         return DemoPlan(True, 4, 1, (48, 48, 48), (32, 32, 32), neurino, f"nnUNetTrainer_demo{suffix}",
-                        pretrained, train_seconds=35, stage_timeout=600, seed=seed)
+                        pretrained, budget.epochs, budget.iterations_per_epoch, safety_seconds,
+                        stage_timeout, seed=seed)
     return DemoPlan(False, 8, 2, (64, 64, 64), (32, 32, 32), neurino, f"nnUNetTrainer_demo{suffix}",
-                    pretrained, train_seconds=240, stage_timeout=900, seed=seed)
+                    pretrained, budget.epochs, budget.iterations_per_epoch, safety_seconds, stage_timeout,
+                    seed=seed)
 
 
 @dataclass
@@ -92,12 +121,19 @@ class DemoResult:
     comparison_dir: Path | None = None
     figures: list[Path] = field(default_factory=list)
     metrics: dict[str, dict] = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # method key → TrainingRecord (trainers/demo.py)
+    failed_cases: dict[str, list] = field(default_factory=dict)  # method key → cases that failed to score
     data_source: str = ""
     notes: list[str] = field(default_factory=list)
 
     @property
     def total_seconds(self) -> float:
         return sum(self.stage_seconds.values())
+
+    @property
+    def stopped_early(self) -> list[str]:
+        """Method keys whose training the safety stop ended (their rows are not comparable)."""
+        return [k for k, r in self.training.items() if r.stopped_early]
 
 
 def find_weights() -> Path | None:
@@ -152,109 +188,6 @@ def planner_env(env: dict[str, str]) -> dict[str, str]:
     return dict(env, nnUNet_n_proc_DA=str(max(1, n)))
 
 
-def _cli(name: str) -> str:
-    exe = Path(sys.executable).parent / name
-    if exe.is_file():
-        return str(exe)
-    found = shutil.which(name)
-    if not found:
-        raise NeurinoError(f"{name} not found next to {sys.executable} nor on PATH: is nnunetv2 installed?")
-    return found
-
-
-EPOCH_DONE_RE = re.compile(r": Epoch time: [\d.]+ s")
-
-
-def run_cli(args: list[str], env: dict[str, str], log_path: Path, timeout: float,
-            on_line: Callable[[str], None] | None = None) -> None:
-    """Run one command, its output going to ``log_path`` (and line by line to ``on_line``).
-
-    Raises
-    ------
-    NeurinoError : non-zero exit or more than ``timeout`` seconds (the process is killed); the message has the
-        command, the log file and the last lines of output.
-    """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    tail: deque[str] = deque(maxlen=25)
-    timed_out = threading.Event()
-    with open(log_path, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: `tail -f` works
-        log.write("$ " + " ".join(args) + "\n")
-        log.flush()
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, errors="replace")
-
-        def kill():
-            timed_out.set()
-            proc.kill()
-
-        timer = threading.Timer(timeout, kill)
-        timer.start()
-        try:
-            for line in proc.stdout:
-                log.write(line)
-                tail.append(line.rstrip("\n"))
-                if on_line is not None:
-                    on_line(line)
-            rc = proc.wait()
-        finally:
-            timer.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    if timed_out.is_set():
-        raise NeurinoError(f"`{Path(args[0]).name}` ran longer than {timeout:.0f} s and was stopped; "
-                           f"log: {log_path}")
-    if rc != 0:
-        last = "\n".join(tail)
-        raise NeurinoError(f"`{' '.join(Path(a).name if i == 0 else a for i, a in enumerate(args))}` failed "
-                           f"(exit {rc}); log: {log_path}\n--- last lines ---\n{last}")
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its finished (waited-for) descendants."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-class _Stages:
-    """Prints ``[i/n] stage …`` and ``done in Xs (elapsed m:ss)``; records each stage's wall and CPU seconds.
-
-    CPU seconds (all cores, subprocesses included) tell what a stage costs independently of other load on
-    the machine; wall seconds are what the user waits.
-    """
-
-    def __init__(self, total: int, result: DemoResult, echo: Callable[[str], None]):
-        self.total, self.result, self.echo = total, result, echo
-        self.index = 0
-        self.start = time.monotonic()
-
-    def run(self, key: str, title: str, fn: Callable[[], object]):
-        self.index += 1
-        self.echo(f"[{self.index}/{self.total}] {title} …")
-        t0, c0 = time.monotonic(), _cpu_seconds()
-        out = fn()
-        dt, cpu = time.monotonic() - t0, _cpu_seconds() - c0
-        self.result.stage_seconds[key] = round(dt, 2)
-        self.result.stage_cpu_seconds[key] = round(cpu, 2)
-        el = time.monotonic() - self.start
-        self.echo(f"      done in {dt:.0f} s, {cpu:.0f} CPU s (elapsed {int(el // 60)}:{int(el % 60):02d})")
-        return out
-
-
-def _epoch_bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="epoch", disable=not enabled, leave=False, file=sys.stderr)
-
-    def on_line(line: str) -> None:
-        if EPOCH_DONE_RE.search(line):
-            bar.update(1)
-        elif "Time box" in line:
-            bar.write("      " + line.split(": ", 1)[-1].strip())
-
-    return bar, on_line
-
-
 def write_data(plan: DemoPlan, raw: Path, progress: bool) -> str:
     """Write the built-in neuron data set (with gold SWCs) under ``raw``; returns a description."""
     from nnunetv2_neurino.data.synthetic import write_neuron_dataset
@@ -285,23 +218,24 @@ def edit_plan_and_split(preprocessed: Path, patch: tuple[int, int, int]) -> list
 
 def run_demo(work_dir: str | os.PathLike = "neurino_demo", quick: bool = False, force: bool = False,
              device: str = "auto", seed: int = 0, progress: bool = True,
-             echo: Callable[[str], None] = print) -> DemoResult:
+             echo: Callable[[str], None] = print, safety_seconds: float | None = None) -> DemoResult:
     """Run the whole demo in ``work_dir`` (see the module docstring) and return what it produced.
 
     Parameters
     ----------
     work_dir : output folder; must be empty or absent unless ``force``.
-    quick : the ≤ 5 minute variant (fewer, smaller cases; shorter training).
+    quick : the ≤ 5 minute variant (fewer, smaller cases; fewer iterations).
     device : ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
-    seed : seed of the data set.
+    seed : seed of the data set and of both trainings.
     progress : tqdm bars for data generation, training epochs and evaluation.
     echo : where stage lines go.
+    safety_seconds : wall-clock safety stop per training (default: see :func:`demo_plan`).
     """
     work_dir = Path(work_dir).resolve()
     if device not in ("auto", "cpu", "cuda"):
         raise NeurinoError(f"--device must be auto, cpu or cuda, got {device!r}")
     weights = find_weights()
-    plan = demo_plan(quick=quick, pretrained=weights is not None, seed=seed)
+    plan = demo_plan(quick=quick, pretrained=weights is not None, seed=seed, safety_seconds=safety_seconds)
     prepare_work_dir(work_dir, force)
     if device == "auto":
         import torch
@@ -319,75 +253,55 @@ def run_demo(work_dir: str | os.PathLike = "neurino_demo", quick: bool = False, 
     echo(f"neurino demo{' --quick' if quick else ''}: {work_dir} on {device}; NeurINO "
          f"{'from ' + str(weights) if weights else 'from scratch (set NEURINO_DINOV3_WEIGHTS for DINOv3)'}; "
          f"{plan.n_train} training + {plan.n_test} test cases of {'×'.join(map(str, plan.shape))} voxels, "
-         f"patch {'×'.join(map(str, plan.patch))}, training time box {plan.train_seconds:.0f} s per model")
-    stages = _Stages(6 + 2 * len(methods), result, echo)
+         f"patch {'×'.join(map(str, plan.patch))}; both methods train {plan.iterations} iterations "
+         f"({plan.epochs} epochs × {plan.iterations_per_epoch}), seed {plan.seed}; safety stop "
+         f"{plan.safety_seconds:.0f} s per training")
+    stages = Stages(6 + 2 * len(methods), result, echo)
 
     result.data_source = stages.run("data", "build the built-in data set",
                                     lambda: write_data(plan, work_dir / "nnUNet_raw", progress))
     stages.run("plan", "nnUNetv2_plan_and_preprocess", lambda: run_cli(
-        [_cli("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "3d_fullres", "-np", "2"],
+        [cli_path("nnUNetv2_plan_and_preprocess"), "-d", did, "-c", "3d_fullres", "-np", "2"],
         planner_env(env), logs / "plan_and_preprocess.log", plan.stage_timeout))
     stages.run("split", "set the demo patch in the plan, hold out one validation case",
                lambda: edit_plan_and_split(work_dir / "nnUNet_preprocessed", plan.patch))
 
-    from nnunetv2_neurino.trainers import demo as demo_trainers
+    from nnunetv2_neurino.trainers.demo import SAFETY_STOP_ENV, SEED_ENV, TrainingRecord
 
+    train_env = dict(env, **{SAFETY_STOP_ENV: str(plan.safety_seconds), SEED_ENV: str(plan.seed)})
     for key, trainer in methods.items():
-        epochs = getattr(demo_trainers, trainer).num_epochs
+        fold_dir = work_dir / "nnUNet_results" / ds_name / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
 
-        def train(trainer=trainer, key=key, epochs=epochs):
-            bar, on_line = _epoch_bar(epochs, f"      {key}", progress)
+        def train(trainer=trainer, key=key, fold_dir=fold_dir):
+            bar, on_line = epoch_bar(plan.epochs, f"      {key}", progress)
             try:
-                run_cli([_cli("nnUNetv2_train"), did, "3d_fullres", "0", "-tr", trainer, "-device", device],
-                        dict(env, NEURINO_TRAIN_SECONDS=str(plan.train_seconds)), logs / f"train_{key}.log",
-                        plan.stage_timeout, on_line)
+                run_cli([cli_path("nnUNetv2_train"), did, "3d_fullres", "0", "-tr", trainer,
+                         "-device", device], train_env, logs / f"train_{key}.log", plan.stage_timeout,
+                        on_line)
             finally:
                 bar.close()
+            result.training[key] = TrainingRecord.read(fold_dir)
 
-        stages.run(f"train {key}", f"nnUNetv2_train -tr {trainer} (≤ {epochs} epochs, then nnU-Net's "
-                   f"validation + topology summary)", train)
+        stages.run(f"train {key}", f"nnUNetv2_train -tr {trainer} ({plan.epochs} epochs × "
+                   f"{plan.iterations_per_epoch} iterations, then nnU-Net's validation + topology summary)",
+                   train)
+    labels = mark_stopped_runs(result, labels)
 
     pred_root = work_dir / "predictions"
     for key, trainer in methods.items():
-        args = [_cli("nnUNetv2_predict"), "-i", str(raw_ds / "imagesTs"), "-o", str(pred_root / key),
+        args = [cli_path("nnUNetv2_predict"), "-i", str(raw_ds / "imagesTs"), "-o", str(pred_root / key),
                 "-d", did, "-c", "3d_fullres", "-f", "0", "-tr", trainer, "-device", device, "-npp", "1",
                 "-nps", "1", "--disable_tta", "--disable_progress_bar"]
         log = logs / f"predict_{key}.log"
         stages.run(f"predict {key}", f"nnUNetv2_predict -tr {trainer}",
                    lambda args=args, log=log: run_cli(args, env, log, plan.stage_timeout))
 
-    from nnunetv2_neurino.evaluation.evaluate import evaluate_folders
-
-    def evaluate():
-        for key in methods:
-            out = work_dir / "evaluation" / key
-            gt_swc = raw_ds / "swcTs"
-            summary = evaluate_folders(pred_root / key, raw_ds / "labelsTs", out,
-                                       images_dir=raw_ds / "imagesTs",
-                                       gt_swc_dir=gt_swc if gt_swc.is_dir() else None, tracers=("builtin",),
-                                       method=labels[key], dataset=DATASET_NAME, workers=1, progress=progress)
-            result.eval_dirs[key] = out
-            result.metrics[key] = summary["metrics"]
-            if summary["n_failed"]:
-                result.notes.append(f"{key}: {summary['n_failed']} case(s) failed to score: "
-                                    f"{summary['failed']}")
-
-    stages.run("evaluate", "neurino evaluate (F1, HD95, tracing → ESA/DSA/PDS)", evaluate)
-
-    def compare():
-        from nnunetv2_neurino.evaluation.comparison import compare as compare_runs
-        from nnunetv2_neurino.evaluation.comparison import to_markdown, write_comparison
-
-        tables = compare_runs([result.eval_dirs[k] for k in methods], names=[labels[k] for k in methods])
-        result.comparison_dir = write_comparison(tables, work_dir / "comparison", force=True)
-        for t in tables.values():
-            echo("")
-            echo(to_markdown(t))
-        result.figures.extend(_curves(work_dir, methods, labels, ds_name, result))
-        result.figures.extend(sorted((work_dir / "evaluation").glob("*/figures/*.png")))
-
-    stages.run("compare", "neurino compare + figures", compare)
-    (work_dir / "demo_summary.json").write_text(json.dumps(_summary_dict(result), indent=2, default=str))
+    stages.run("evaluate", "neurino evaluate (F1, HD95, tracing → ESA/DSA/PDS)",
+               lambda: evaluate_methods(result, labels, pred_root, raw_ds, progress))
+    stages.run("compare", "neurino compare + figures", lambda: compare_methods(
+        result, labels, {k: work_dir / "nnUNet_results" / ds_name / f"{t}__nnUNetPlans__3d_fullres" / "fold_0"
+                         for k, t in methods.items()}, echo))
+    write_summary(result)
     cpu_min = sum(result.stage_cpu_seconds.values()) / 60
     echo(f"\nTotal {result.total_seconds / 60:.1f} min ({cpu_min:.1f} CPU min). Outputs in {work_dir}: "
          f"comparison/comparison.md, evaluation/<method>/report.md, figures/loss_curves.png, logs/, "
@@ -397,16 +311,67 @@ def run_demo(work_dir: str | os.PathLike = "neurino_demo", quick: bool = False, 
     return result
 
 
-def _curves(work_dir: Path, methods: dict, labels: dict, ds_name: str, result: DemoResult) -> list[Path]:
+def mark_stopped_runs(result: DemoResult, labels: dict[str, str]) -> dict[str, str]:
+    """The method names for the tables: "NAME [stopped early — not comparable]" where the safety stop fired.
+
+    Reads ``result.training`` (method key → :class:`~nnunetv2_neurino.trainers.demo.TrainingRecord`) and
+    adds a note per stopped run; returns a new key → name mapping.
+    """
+    marked = dict(labels)
+    for key in result.stopped_early:
+        record = result.training[key]
+        marked[key] = f"{labels[key]} [{NOT_COMPARABLE}]"
+        result.notes.append(f"{key}: the {record.safety_seconds:.0f} s safety stop ended training after "
+                            f"{record.iterations_done} of {record.planned_iterations} iterations: its row is "
+                            f"{NOT_COMPARABLE}")
+    return marked
+
+
+def evaluate_methods(result: DemoResult, labels: dict[str, str], pred_root: Path, raw_ds: Path,
+                     progress: bool) -> None:
+    """``neurino evaluate`` of ``pred_root/<key>`` for each key of ``labels`` against ``raw_ds``'s test set.
+
+    Fills ``result.eval_dirs``, ``result.metrics`` and ``result.failed_cases`` (cases that failed to score).
+    """
+    from nnunetv2_neurino.evaluation.evaluate import evaluate_folders
+
+    for key, label in labels.items():
+        out = result.work_dir / "evaluation" / key
+        gt_swc = raw_ds / "swcTs"
+        summary = evaluate_folders(pred_root / key, raw_ds / "labelsTs", out, images_dir=raw_ds / "imagesTs",
+                                   gt_swc_dir=gt_swc if gt_swc.is_dir() else None, tracers=("builtin",),
+                                   method=label, dataset=DATASET_NAME, workers=1, progress=progress)
+        result.eval_dirs[key] = out
+        result.metrics[key] = summary["metrics"]
+        if summary["n_failed"]:
+            result.failed_cases[key] = list(summary["failed"])
+            result.notes.append(f"{key}: {summary['n_failed']} case(s) failed to score: {summary['failed']}")
+
+
+def compare_methods(result: DemoResult, labels: dict[str, str], fold_dirs: dict[str, Path],
+                    echo: Callable[[str], None]) -> None:
+    """``neurino compare`` of the evaluations (tables written and printed) and the loss-curve figure."""
+    from nnunetv2_neurino.evaluation.comparison import compare as compare_runs
+    from nnunetv2_neurino.evaluation.comparison import to_markdown, write_comparison
+
+    keys = list(labels)
+    tables = compare_runs([result.eval_dirs[k] for k in keys], names=[labels[k] for k in keys])
+    result.comparison_dir = write_comparison(tables, result.work_dir / "comparison", force=True)
+    for t in tables.values():
+        echo("")
+        echo(to_markdown(t))
+    result.figures.extend(_curves(result, labels, fold_dirs))
+    result.figures.extend(sorted((result.work_dir / "evaluation").glob("*/figures/*.png")))
+
+
+def _curves(result: DemoResult, labels: dict[str, str], fold_dirs: dict[str, Path]) -> list[Path]:
     """Loss curves of both runs (figures/loss_curves.png + .csv); a failure is noted, not fatal."""
     from nnunetv2_neurino.analysis.curves import plot_curves, read_run_curves, write_curves_csv
 
-    fig_dir = work_dir / "figures"
+    fig_dir = result.work_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
-    folds = [work_dir / "nnUNet_results" / ds_name / f"{t}__nnUNetPlans__3d_fullres" / "fold_0"
-             for t in methods.values()]
     try:
-        curves = read_run_curves(folds, [labels[k] for k in methods])
+        curves = read_run_curves([fold_dirs[k] for k in labels], [labels[k] for k in labels])
         write_curves_csv(curves, fig_dir / "loss_curves.csv")
         plot_curves(curves, fig_dir / "loss_curves.png", title="neurino demo: training curves")
     except NeurinoError as e:
@@ -415,15 +380,30 @@ def _curves(work_dir: Path, methods: dict, labels: dict, ds_name: str, result: D
     return [fig_dir / "loss_curves.png"]
 
 
-def _summary_dict(result: DemoResult) -> dict:
+def summary_dict(result: DemoResult) -> dict:
+    """``demo_summary.json``: settings, stage times, training records, headline metrics, comparability."""
     def headline(metrics: dict) -> dict:
         keys = ("f1", "hd95", "builtin/ESA", "builtin/DSA", "builtin/PDS")
         return {k: metrics.get(k, {}).get("mean") for k in keys}
 
-    return {"work_dir": str(result.work_dir), "plan": asdict(result.plan), "data": result.data_source,
+    plan = dict(asdict(result.plan), iterations=result.plan.iterations)
+    return {"work_dir": str(result.work_dir), "plan": plan, "data": result.data_source,
             "stage_seconds": result.stage_seconds, "total_seconds": round(result.total_seconds, 1),
             "stage_cpu_seconds": result.stage_cpu_seconds,
             "total_cpu_seconds": round(sum(result.stage_cpu_seconds.values()), 1),
+            "training": {k: asdict(r) for k, r in result.training.items()},
+            "stopped_early": result.stopped_early, "comparable": not result.stopped_early,
+            "failed_cases": result.failed_cases,
             "evaluation": {k: str(v) for k, v in result.eval_dirs.items()},
             "comparison": str(result.comparison_dir), "figures": [str(f) for f in result.figures],
             "headline": {k: headline(m) for k, m in result.metrics.items()}, "notes": result.notes}
+
+
+def write_summary(result: DemoResult) -> Path:
+    """Write :func:`summary_dict` to ``work_dir/demo_summary.json`` (atomically); returns the path."""
+    from nnunetv2_neurino.io_utils import atomic_file
+
+    path = result.work_dir / "demo_summary.json"
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(summary_dict(result), indent=2, default=str))
+    return path
