@@ -1,0 +1,94 @@
+"""Reliability of the library readers against hostile, truncated and extreme inputs (issue 11 §2–§4, §6).
+
+* Checkpoints: a pickle whose ``__reduce__`` would run a shell command is refused with one message by every
+  reader (``io_utils.safe_torch_load``, DINOv3 ``read_checkpoint``, MedNeXt ``upkern``), whatever torch's
+  wording or the pickle protocol, and never runs; torch's advice to retry with ``weights_only=False`` is
+  never repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+import pytest
+import torch
+
+from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.io_utils import safe_torch_load
+from nnunetv2_neurino.networks.inflation import read_checkpoint
+from nnunetv2_neurino.networks.upkern import load_mednext_weights
+
+
+class _RunsAShellCommand:
+    """Unpickling this calls ``os.system("touch MARKER")``: the attack a malicious checkpoint carries."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+READERS = {"safe_torch_load": safe_torch_load, "read_checkpoint": read_checkpoint,
+           "load_mednext_weights": load_mednext_weights}
+
+
+@pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
+def test_pickled_code_is_refused_with_one_message_and_never_runs(reader, tmp_path):
+    marker = tmp_path / "code_ran"
+    p = tmp_path / "evil.pth"
+    torch.save({"network_weights": {"w": torch.zeros(2)}, "payload": _RunsAShellCommand(str(marker))}, p)
+    with pytest.raises(NeurinoError) as e:
+        reader(p)
+    msg = str(e.value)
+    # torch >= 2.6 names it "unsupported GLOBAL posix.system whose module posix is blocked"
+    expected = (rf"refused: {re.escape(str(p))} contains pickled objects \(GLOBAL (posix|nt)\.system\), "
+                "which this tool never unpickles; re-save the state dict as plain tensors or safetensors")
+    assert re.fullmatch(expected, msg), msg
+    assert "weights_only" not in msg and "likely succeed" not in msg and "safe_globals" not in msg
+    assert e.value.__cause__ is None and e.value.__suppress_context__   # torch's advice is not chained either
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("reader", READERS.values(), ids=READERS.keys())
+def test_old_torch_wording_of_an_unsafe_global_gives_the_same_message(reader, tmp_path):
+    # torch words an allow-listable class as "Unsupported global: GLOBAL argparse.Namespace was not an allowed
+    # global by default" (the only wording before 2.6).
+    p = tmp_path / "namespace.pth"
+    torch.save({"args": argparse.Namespace(lr=1.0), "network_weights": {"w": torch.zeros(2)}}, p)
+    with pytest.raises(NeurinoError) as e:
+        reader(p)
+    assert str(e.value) == (f"refused: {p} contains pickled objects (GLOBAL argparse.Namespace), which this "
+                            "tool never unpickles; re-save the state dict as plain tensors or safetensors")
+
+
+def test_pickled_code_behind_protocol_4_opcodes_is_recognised(tmp_path):
+    # with protocol 4 torch's weights-only unpickler stops at FRAME ("Unsupported operand 149") before the
+    # GLOBAL; the file still carries code and must get the refusal, not "corrupt".
+    import pickle
+
+    marker = tmp_path / "code_ran"
+    p = tmp_path / "evil4.pth"
+    torch.save({"w": torch.zeros(2), "payload": _RunsAShellCommand(str(marker))}, p, pickle_protocol=4)
+    with pytest.raises(NeurinoError, match=r"^refused: .* contains pickled objects \(GLOBAL (posix|nt)\.sys"):
+        safe_torch_load(p)
+    p.write_bytes(pickle.dumps({"payload": _RunsAShellCommand(str(marker))}, protocol=4))   # legacy, no zip
+    with pytest.raises(NeurinoError, match=r"^refused: .* \(GLOBAL (posix|nt)\.system\)"):
+        safe_torch_load(p)
+    assert not marker.exists()
+
+
+def test_corrupt_checkpoints_name_the_file_without_torchs_unsafe_advice(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.arange(1000.0)}, good)
+    assert torch.equal(safe_torch_load(good)["w"], torch.arange(1000.0))
+    data = good.read_bytes()
+    for name, payload in (("truncated.pth", data[: len(data) // 2]), ("garbage.pth", b"not a checkpoint")):
+        p = tmp_path / name
+        p.write_bytes(payload)
+        with pytest.raises(NeurinoError) as e:
+            safe_torch_load(p)
+        msg = str(e.value)
+        assert msg.startswith(f"{p}: corrupt") and "weights_only" not in msg and "likely succeed" not in msg
