@@ -4,6 +4,8 @@
   reader (``io_utils.safe_torch_load``, DINOv3 ``read_checkpoint``, MedNeXt ``upkern``), whatever torch's
   wording or the pickle protocol, and never runs; torch's advice to retry with ``weights_only=False`` is
   never repeated.
+* Images: a truncated ``.nii.gz`` / ``.nii`` / TIFF / ``.v3draw`` (cut at several points) or a gzip with a
+  bad CRC is refused naming the file, never read with zeros in place of the missing voxels.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import argparse
 import os
 import re
 
+import numpy as np
 import pytest
 import torch
 
+from nnunetv2_neurino.data import v3d
+from nnunetv2_neurino.data.readers import read_image, write_nifti, write_tiff
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import safe_torch_load
 from nnunetv2_neurino.networks.inflation import read_checkpoint
@@ -92,3 +97,43 @@ def test_corrupt_checkpoints_name_the_file_without_torchs_unsafe_advice(tmp_path
             safe_torch_load(p)
         msg = str(e.value)
         assert msg.startswith(f"{p}: corrupt") and "weights_only" not in msg and "likely succeed" not in msg
+
+
+# ------------------------------------------------------------------------------------ truncated images
+def _stack() -> np.ndarray:
+    """(z, y, x) = (12, 32, 32) uint8 noise: hardly compressible, so a cut always falls inside the data."""
+    return np.random.default_rng(0).integers(1, 255, size=(12, 32, 32), dtype=np.uint8)
+
+
+def _write_tiff_plain(path, image):
+    import tifffile
+
+    tifffile.imwrite(path, image)          # multi-page, not ImageJ: one page per z slice
+
+
+WRITERS = {"nii.gz": write_nifti, "nii": write_nifti, "tif": write_tiff, "plain.tif": _write_tiff_plain,
+           "v3draw": lambda p, a: v3d.write_v3draw(p, a)}
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.7, 0.98])
+@pytest.mark.parametrize("kind", WRITERS)
+def test_truncated_image_is_refused_naming_the_file(kind, fraction, tmp_path):
+    image = _stack()
+    full = tmp_path / f"full.{kind}"
+    WRITERS[kind](full, image)
+    np.testing.assert_array_equal(read_image(full)[0], image)      # the intact file reads back exactly
+    data = full.read_bytes()
+    cut = tmp_path / f"cut.{kind}"
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(NeurinoError, match=re.escape(str(cut))):
+        read_image(cut)
+
+
+def test_gzip_with_an_altered_byte_is_refused(tmp_path):
+    p = tmp_path / "img.nii.gz"
+    write_nifti(p, _stack())
+    data = bytearray(p.read_bytes())
+    data[-6] ^= 0xFF      # inside the CRC-32 of the gzip trailer: the data decompress, the check fails
+    p.write_bytes(bytes(data))
+    with pytest.raises(NeurinoError, match=re.escape(str(p)) + ".*gzip"):
+        read_image(p)
