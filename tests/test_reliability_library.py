@@ -6,6 +6,8 @@
   never repeated.
 * Images: a truncated ``.nii.gz`` / ``.nii`` / TIFF / ``.v3draw`` (cut at several points) or a gzip with a
   bad CRC is refused naming the file, never read with zeros in place of the missing voxels.
+* SWC: a UTF-8 BOM is dropped; negative ids, coordinates beyond ±1e9 or not finite, and ids beyond int64
+  are refused naming file and line.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import safe_torch_load
 from nnunetv2_neurino.networks.inflation import read_checkpoint
 from nnunetv2_neurino.networks.upkern import load_mednext_weights
+from nnunetv2_neurino.swc import read_swc
 
 
 class _RunsAShellCommand:
@@ -137,3 +140,39 @@ def test_gzip_with_an_altered_byte_is_refused(tmp_path):
     p.write_bytes(bytes(data))
     with pytest.raises(NeurinoError, match=re.escape(str(p)) + ".*gzip"):
         read_image(p)
+
+
+# ------------------------------------------------------------------------------------------------ SWC
+_CHAIN = "1 3 0 0 0 1 -1\n2 3 1 0 0 1 1\n3 3 2 0 0 1 2\n"
+
+
+def test_swc_with_a_byte_order_mark_reads_like_without(tmp_path):
+    p = tmp_path / "bom.swc"
+    p.write_bytes(b"\xef\xbb\xbf" + _CHAIN.encode())
+    tree, plain = read_swc(p), read_swc(_CHAIN)
+    np.testing.assert_array_equal(tree.ids, plain.ids)
+    np.testing.assert_array_equal(tree.parent_index, [-1, 0, 1])   # the first row is not lost to the BOM
+    np.testing.assert_array_equal(tree.xyz, plain.xyz)
+
+
+@pytest.mark.parametrize("row, match", [
+    ("-4 3 3 0 0 1 3", r"bad\.swc:4: negative node id -4"),
+    ("4 3 3 0 0 1 -2", r"bad\.swc:4: negative parent id -2"),
+    ("4 3 1e200 0 0 1 3", r"bad\.swc:4: column 'x' = 1e200 is beyond ±1e\+09"),
+    ("4 3 0 -2e9 0 1 3", r"bad\.swc:4: column 'y' = -2e9 is beyond"),
+    ("4 3 0 0 nan 1 3", r"bad\.swc:4: column 'z' is not finite"),
+    ("4 3 0 0 0 inf 3", r"bad\.swc:4: column 'radius' is not finite"),
+    ("99999999999999999999 3 3 0 0 1 3", r"bad\.swc:4: column 'n' = 99999999999999999999 does not fit a 64"),
+    ("4 3 3 0 0 1 1e30", r"bad\.swc:4: column 'parent' = 1e30 does not fit a 64-bit integer"),
+])
+def test_swc_rows_out_of_range_are_refused_naming_file_and_line(row, match, tmp_path):
+    p = tmp_path / "bad.swc"
+    p.write_text(_CHAIN + row + "\n")
+    with pytest.raises(NeurinoError, match=match):
+        read_swc(p)
+
+
+def test_swc_at_the_stated_limits_is_read(tmp_path):
+    tree = read_swc(_CHAIN + f"{2 ** 63 - 1} 3 1e9 -1e9 0 1 3\n")
+    assert int(tree.ids[-1]) == 2 ** 63 - 1 and tree.parent_index[-1] == 2
+    np.testing.assert_array_equal(tree.xyz[-1], [1e9, -1e9, 0])
