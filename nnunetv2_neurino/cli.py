@@ -1,7 +1,9 @@
 """`neurino` command line: one module per sub-command in ``nnunetv2_neurino/commands/``.
 
 Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
-This file only discovers them, parses and turns :class:`NeurinoError` into a message and exit code 2.
+This file only discovers them, parses and turns :class:`NeurinoError` into a message and exit code 2 —
+and so does an ``OSError`` (permissions, full disk, a folder where a file was expected) that a command did
+not turn into a NeurinoError itself: the user gets the file and the reason, not a traceback.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except NeurinoError as e:
         print(f"neurino {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # outputs are atomic (io_utils), so nothing half-written is left behind
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"neurino {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -312,6 +312,12 @@ def _load_text(path_or_text) -> tuple[str, str]:
         raise NeurinoError(f"cannot read SWC file {path}: {e}") from e
 
 
+#: Largest |coordinate| or radius accepted (in the file's units, µm or voxels): far beyond any brain, and
+#: small enough that distances, squared distances and sample counts stay exact in float64/int64.
+MAX_COORDINATE = 1e9
+_INT64_RANGE = (-(2 ** 63), 2 ** 63 - 1)
+
+
 def _as_int(token: str, name: str, column: str) -> int:
     try:
         value = int(token)
@@ -323,6 +329,8 @@ def _as_int(token: str, name: str, column: str) -> int:
         if not math.isfinite(f) or f != int(f):
             raise NeurinoError(f"{name}: column '{column}' must be an integer, got {token!r}") from None
         value = int(f)
+    if not _INT64_RANGE[0] <= value <= _INT64_RANGE[1]:
+        raise NeurinoError(f"{name}: column '{column}' = {token} does not fit a 64-bit integer")
     return value
 
 
@@ -333,6 +341,9 @@ def _as_float(token: str, name: str, column: str) -> float:
         raise NeurinoError(f"{name}: column '{column}' is not a number: {token!r}") from None
     if not math.isfinite(value):
         raise NeurinoError(f"{name}: column '{column}' is not finite: {token!r}")
+    if abs(value) > MAX_COORDINATE:
+        raise NeurinoError(f"{name}: column '{column}' = {token} is beyond ±{MAX_COORDINATE:g}, the largest "
+                           "coordinate or radius accepted")
     return value
 
 
@@ -434,10 +445,13 @@ def vaa3d_parent_index(path_or_text) -> tuple[SWCTree, np.ndarray]:
 
 
 def _parse(text: str, name: str) -> tuple[SWCTree, np.ndarray]:
-    """Rows of SWC text as a tree with the file's parent ids (negatives -> -1), and 1-based line numbers.
+    """Rows of SWC text as a tree with the file's parent ids, and 1-based line numbers.
 
-    Raises NeurinoError for malformed rows (naming file and line); no tree checks.
+    Raises NeurinoError for malformed rows (naming file and line); no tree checks. A UTF-8 byte order mark
+    at the start is dropped; negative node ids and parent ids below -1 are refused, since ``parent < 0``
+    means "root" and would silently cut the edge to a node with a negative id.
     """
+    text = text.removeprefix("\ufeff")
     rows, lines = [], []
     for lineno, raw in enumerate(io.StringIO(text), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -452,11 +466,14 @@ def _parse(text: str, name: str) -> tuple[SWCTree, np.ndarray]:
                      _as_float(tok[2], where, "x"), _as_float(tok[3], where, "y"),
                      _as_float(tok[4], where, "z"), _as_float(tok[5], where, "radius"),
                      _as_int(tok[6], where, "parent")))
+        if rows[-1][0] < 0 or rows[-1][6] < -1:
+            raise NeurinoError(f"{where}: negative {'node' if rows[-1][0] < 0 else 'parent'} id "
+                               f"{rows[-1][0] if rows[-1][0] < 0 else rows[-1][6]}: ids must be >= 0 and a "
+                               "root's parent -1")
         lines.append(lineno)
     if not rows:
         return SWCTree.empty(name), np.zeros(0, np.int64)
     ids, types, x, y, z, r, parent = (np.asarray(c) for c in zip(*rows))
-    parent = np.where(parent < 0, -1, parent)
     return SWCTree(ids, types, np.stack([x, y, z], axis=1), r, parent, name), np.asarray(lines)
 
 

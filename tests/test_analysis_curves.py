@@ -98,7 +98,7 @@ def test_checkpoint_needing_pickle_is_refused(tmp_path, capsys):
     ckpt = torch.load(path, weights_only=False)
     ckpt["logging"]["extra"] = _Evil()
     torch.save(ckpt, path, pickle_protocol=pickle.DEFAULT_PROTOCOL)
-    with pytest.raises(NeurinoError, match="weights_only"):
+    with pytest.raises(NeurinoError, match=r"refused: .* contains pickled objects \(GLOBAL builtins.print\)"):
         read_fold_curve(tdir / "fold_0", "x")
     assert "pickle executed" not in capsys.readouterr().out
 

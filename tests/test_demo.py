@@ -111,8 +111,12 @@ def test_demo_refuses_a_non_empty_folder_without_force(tmp_path):
     proc = subprocess.run([NEURINO, "demo", "--quick", "-o", str(tmp_path)], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=300)
     assert proc.returncode == 2
-    assert "is not empty" in proc.stdout and "--force" in proc.stdout
+    # not a demo folder (no marker): --force would not help, so the message must not suggest it
+    assert "is not empty" in proc.stdout and "--force" not in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    proc = subprocess.run([NEURINO, "demo", "--quick", "--force", "-o", str(tmp_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert proc.returncode == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_force_removes_only_the_demo_outputs(tmp_path):

@@ -9,6 +9,7 @@ from nnunetv2_neurino.cli import main
 from nnunetv2_neurino.data.readers import write_nifti
 from nnunetv2_neurino.data.render import render_swc
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.io_utils import OUTPUT_MARKER
 from nnunetv2_neurino.swc import SWCTree, read_swc
 from nnunetv2_neurino.tracing import trace_mask
 from nnunetv2_neurino.tracing.io import read_volume
@@ -68,7 +69,7 @@ def test_trace_command_folder_mode(tmp_path, mask):
     np.savez(src / "a.npz", probabilities=np.stack([1.0 - flipped, flipped]).astype(np.float32))
     out = tmp_path / "swc"
     assert main(["trace", str(src), "-o", str(out), "--min-size", "5"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.swc", "b.swc"]
+    assert sorted(p.name for p in out.iterdir() if p.name != OUTPUT_MARKER) == ["a.swc", "b.swc"]
     assert _xyz_set(read_swc(out / "a.swc")) == _xyz_set(trace_mask(mask))
     assert _xyz_set(read_swc(out / "b.swc")) == _xyz_set(trace_mask(mask[:, ::-1].copy()))
     assert main(["trace", str(src), "-o", str(out)]) == 2                           # exists

@@ -20,8 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.evaluation.comparison import compare, to_markdown, write_comparison
+    from nnunetv2_neurino.io_utils import check_output_folder, check_output_paths
 
-    tables = compare(args.eval_dirs, names=args.names, lcc=args.lcc)
+    tables = compare(args.eval_dirs, names=args.names, lcc=args.lcc)  # only reads: bad inputs named first
+    check_output_paths([args.output], args.eval_dirs)
+    check_output_folder(args.output, args.force)
     write_comparison(tables, args.output, force=args.force)
     for t in tables.values():
         print(to_markdown(t))

@@ -34,14 +34,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataset_conversion.run import convert
-    from nnunetv2_neurino.data.nnunet_raw import format_report
+    import importlib
+    from pathlib import Path
 
-    report = convert(args.kind, args.src, args.dataset_id, args.name, args.output,
-                     radius_floor=args.radius_floor, radius_scale=args.radius_scale,
-                     test_fraction=args.test_fraction, seed=args.seed, force=args.force, channel=args.channel,
-                     swc_dir=args.swc_dir, skeleton_radius=args.skeleton_radius,
-                     spacing=tuple(args.spacing) if args.spacing else None, test_cases=args.test_cases)
+    from dataset_conversion.run import convert
+    from nnunetv2_neurino.data.nnunet_raw import dataset_folder_name, format_report, resolve_raw_root
+    from nnunetv2_neurino.errors import NeurinoError
+    from nnunetv2_neurino.io_utils import check_output_folder, check_output_paths
+
+    src = Path(args.src)
+    if not src.exists():
+        raise NeurinoError(f"{src}: no such file or folder")
+    if src.is_dir() and not any(p.is_file() and not p.name.startswith(".") for p in src.rglob("*")):
+        raise NeurinoError(f"{src} holds no files: nothing to convert")
+    name = args.name or importlib.import_module(f"dataset_conversion.{args.kind}").DEFAULT_NAME
+    target = resolve_raw_root(args.output) / dataset_folder_name(args.dataset_id, name)
+    check_output_paths([target], [src, args.swc_dir])
+    check_output_folder(target, args.force)
+    try:
+        report = convert(args.kind, args.src, args.dataset_id, args.name, args.output,
+                         radius_floor=args.radius_floor, radius_scale=args.radius_scale,
+                         test_fraction=args.test_fraction, seed=args.seed, force=args.force,
+                         channel=args.channel, swc_dir=args.swc_dir, skeleton_radius=args.skeleton_radius,
+                         spacing=tuple(args.spacing) if args.spacing else None, test_cases=args.test_cases)
+    except NeurinoError as e:
+        if "(0 skipped: )" not in str(e):
+            raise
+        raise NeurinoError(f"found no {args.kind} case in {src} (no image with its SWC/label; see "
+                           "`neurino convert --help` and docs/ for the expected layout)") from None
     print(format_report(report))
     if args.kind == "diadem":
         from dataset_conversion.diadem import DEFAULT_SPACING

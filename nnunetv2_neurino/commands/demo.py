@@ -6,6 +6,7 @@ See :mod:`nnunetv2_neurino.demo.pipeline` for the stages and the outputs.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "demo"
 HELP = ("build the built-in neuron data set, train NeurINO and stock nnU-Net on it for the same fixed "
@@ -32,10 +33,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
 
 
+def _claim_work_dir(path: Path, force: bool) -> None:
+    """Create ``path`` with the neurino marker, or accept an earlier demo folder (marker present) if --force.
+
+    The demo's ``--force`` removes its own outputs inside the folder: allowed only in a folder the demo made.
+    """
+    from nnunetv2_neurino.errors import NeurinoError
+    from nnunetv2_neurino.io_utils import OUTPUT_MARKER
+
+    if path.exists() and not path.is_dir():
+        raise NeurinoError(f"{path} exists and is not a folder: choose another folder with -o")
+    marker = path / OUTPUT_MARKER
+    if path.is_dir() and any(p.name != OUTPUT_MARKER for p in path.iterdir()):
+        if not marker.is_file():
+            raise NeurinoError(f"{path} is not empty and was not made by neurino demo (no {OUTPUT_MARKER} "
+                               "file): the demo never deletes anything there; choose a new or empty "
+                               "folder with -o")
+        if not force:
+            raise NeurinoError(f"{path} holds an earlier demo run: pass --force to replace the demo outputs "
+                               "in it, or choose another folder with -o")
+    path.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by neurino demo; `neurino demo --force` may replace its outputs here\n",
+                      encoding="utf-8")
+
+
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.demo.pipeline import run_demo
 
-    result = run_demo(args.output, quick=args.quick, force=args.force, device=args.device, seed=args.seed,
+    _claim_work_dir(Path(args.output), args.force)
+    # force=True: the folder is new, empty but for the marker, or an earlier demo run the user lets us replace
+    result = run_demo(args.output, quick=args.quick, force=True, device=args.device, seed=args.seed,
                       progress=not args.no_progress, safety_seconds=args.safety_seconds)
     # a case that failed to score is an error; a safety stop is not (its row says it is not comparable)
     return 1 if result.failed_cases else 0

@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.evaluation.evaluate import evaluate_folders
+    from nnunetv2_neurino.io_utils import check_output_folder, check_output_paths
+
+    check_output_paths([args.output], [args.pred, args.gt, args.images, args.gt_swc])
+    check_output_folder(args.output, args.force)  # before the (long) scoring
 
     s = evaluate_folders(args.pred, args.gt, args.output, images_dir=args.images, gt_swc_dir=args.gt_swc,
                          tracers=args.tracer, method=args.name, dataset=args.dataset, workers=args.workers,

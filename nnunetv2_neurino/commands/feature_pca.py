@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.io_utils import atomic_file
+from nnunetv2_neurino.io_utils import atomic_file, check_output_paths
 
 NAME = "feature-pca"
 HELP = ("project one encoder stage's features on a slice to 3 PCA components (one basis shared by all "
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise NeurinoError(f"-o {out}: use a .png, .pdf or .svg file name")
+    check_output_paths([out], [*args.model, args.image, args.gt])
     if out.exists() and not args.force:
         raise NeurinoError(f"{out} already exists (pass --force to overwrite)")
     res = feature_pca(args.model, args.image, args.gt, parse_slice(args.slice), args.stage,

@@ -37,9 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.data.nnunet_raw import LOG_NAME
+    from nnunetv2_neurino.data.nnunet_raw import LOG_NAME, dataset_folder_name, resolve_raw_root
     from nnunetv2_neurino.data.synthetic import write_neuron_dataset
+    from nnunetv2_neurino.io_utils import check_output_folder, check_output_paths
 
+    target = resolve_raw_root(args.output) / dataset_folder_name(args.dataset_id, args.name)
+    check_output_paths([target], [args.swc_dir])
+    check_output_folder(target, args.force)
     folder = write_neuron_dataset(args.output, args.dataset_id, name=args.name, n_train=args.n_train,
                                   n_test=args.n_test, shape=tuple(args.shape), seed=args.seed,
                                   swc_dir=args.swc_dir, force=args.force, progress=True,

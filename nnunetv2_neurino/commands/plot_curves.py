@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.io_utils import atomic_file
+from nnunetv2_neurino.io_utils import atomic_file, check_output_paths
 
 NAME = "plot-curves"
 HELP = ("plot train loss, validation loss and pseudo Dice per epoch of nnU-Net runs "
@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     for p in (out, csv_path):
         if p.exists() and not args.force:
             raise NeurinoError(f"{p} already exists (pass --force to overwrite)")
-    curves = read_run_curves(args.run_dirs, args.names)
+    curves = read_run_curves(args.run_dirs, args.names)  # only reads: bad inputs are named first
+    check_output_paths([out, csv_path], args.run_dirs)
     with atomic_file(csv_path, force=True) as tmp:
         write_curves_csv(curves, tmp)
     with atomic_file(out, force=True) as tmp:

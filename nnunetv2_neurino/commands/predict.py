@@ -36,10 +36,31 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse outputs over or inside the inputs, and a 2D image, before nnU-Net is loaded."""
+    from pathlib import Path
+
+    from nnunetv2_neurino.data.readers import image_stem, read_image
+    from nnunetv2_neurino.errors import NeurinoError
+    from nnunetv2_neurino.io_utils import check_output_paths
+
+    out, name = Path(args.output), image_stem(args.input)
+    files = [out / f"{name}_mask.nii.gz", out / f"{name}.swc", out / f"{name}_probabilities.npz"]
+    check_output_paths(files, [args.input, args.model])
+    if out.exists() and not out.is_dir():
+        raise NeurinoError(f"-o {out} exists and is not a folder (predict writes a folder of outputs)")
+    image, _ = read_image(args.input, channel=None)
+    if image.ndim < 3 or image.shape[-3] < 2:
+        raise NeurinoError(f"{args.input} is a 2D image (shape {image.shape}); neurino predict segments 3D "
+                           "stacks (z, y, x) with a 3D nnU-Net model")
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nnunetv2_neurino.inference.predict import predict_file
+
+    _check_paths(args)
 
     with tqdm(total=1, desc="predict", unit="stack") as bar:
         res = predict_file(args.input, args.model, args.output, folds=args.folds, checkpoint=args.checkpoint,

@@ -19,12 +19,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="voxel size in array order; default: the files' spacing (must agree)")
     parser.add_argument("--label", type=int, default=None,
                         help="score this label value only (default: every nonzero label is foreground)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="binarise float volumes (probability maps) at value > THRESHOLD; required "
+                             "for volumes with non-integer values, which are refused otherwise")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from nnunetv2_neurino.metrics.segmentation import segmentation_metrics
-    from nnunetv2_neurino.metrics.volume_io import read_label_volume, same_spacing
+    from nnunetv2_neurino.metrics.volume_io import foreground, read_label_volume, same_spacing
+
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise NeurinoError(f"--threshold must be a finite number, got {args.threshold}")
 
     pred, sp_pred = read_label_volume(args.pred)
     gt, sp_gt = read_label_volume(args.gt)
@@ -34,8 +42,12 @@ def run(args: argparse.Namespace) -> int:
         raise NeurinoError(f"{args.pred}: spacing {sp_pred} differs from {args.gt}: spacing {sp_gt} "
                            "(pass --spacing to override)")
     spacing = tuple(args.spacing) if args.spacing is not None else sp_gt
-    if args.label is not None:
-        pred, gt = pred == args.label, gt == args.label
+    if args.label is not None and not ((pred == args.label).any() or (gt == args.label).any()):
+        present = sorted(set(np.unique(pred).tolist()) | set(np.unique(gt).tolist()))[:10]
+        raise NeurinoError(f"--label {args.label} occurs in neither {args.pred} nor {args.gt} (values "
+                           f"present: {', '.join(f'{v:g}' for v in present)}); nothing to score")
+    pred = foreground(pred, args.pred, args.threshold, args.label)
+    gt = foreground(gt, args.gt, args.threshold, args.label)
     r = segmentation_metrics(pred, gt, spacing)
     r["spacing"] = list(spacing)
     if args.json:

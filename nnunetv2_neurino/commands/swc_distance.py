@@ -26,8 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from nnunetv2_neurino.metrics.neuron_distance import neuron_distance
 
+    for name in (args.swc_1, args.swc_2):
+        if Path(name).is_dir():
+            raise NeurinoError(f"{name} is a folder; swc-distance compares two .swc files")
     if not (args.threshold >= 0 and math.isfinite(args.threshold)):
         raise NeurinoError(f"--threshold must be a finite number >= 0, got {args.threshold}")
     with warnings.catch_warnings(record=True) as caught:

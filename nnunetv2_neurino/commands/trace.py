@@ -14,13 +14,15 @@ HELP = ("trace a segmentation mask or probability map (NIfTI, TIFF, v3draw, zarr
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from nnunetv2_neurino.tracing.vaa3d import TRACERS
 
-    p.add_argument("input", help="volume file, or a folder of them")
+    p.add_argument("input", help="volume file (.nii.gz/.nii, .tif/.tiff, .v3draw/.v3dpbd, .zarr, .npy, or "
+                                 "nnU-Net .npz probabilities), or a folder of them")
     p.add_argument("-o", "--output", required=True, help="output .swc (a folder when INPUT is a folder)")
     p.add_argument("--threshold", type=float, default=0.5,
-                   help="foreground = probability > THRESHOLD for float volumes (default 0.5); "
-                        "integer volumes: label != 0")
+                   help="foreground = probability > THRESHOLD for float volumes, 0 <= THRESHOLD < 1 "
+                        "(default 0.5); integer volumes: label != 0")
     p.add_argument("--min-size", type=int, default=10,
-                   help="remove 26-connected components with fewer voxels (default 10; built-in tracer)")
+                   help="remove 26-connected components with fewer voxels, >= 0 (default 10; built-in "
+                        "tracer)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                    help="voxel size (default: from the file, 1 1 1 for .npy/.npz); affects radii and lengths")
     p.add_argument("--root", type=float, nargs=3, metavar=("X", "Y", "Z"),
@@ -56,6 +58,8 @@ def _trace_file(path: Path, args: argparse.Namespace):
     from nnunetv2_neurino.tracing.vaa3d import trace_with_vaa3d
 
     volume, spacing = read_volume(path)
+    if args.root is not None:
+        _check_root(args.root, volume.shape, path)
     if args.spacing:
         spacing = tuple(args.spacing)
     is_prob = np.issubdtype(volume.dtype, np.floating)
@@ -76,6 +80,36 @@ def _trace_file(path: Path, args: argparse.Namespace):
     return trace_mask(volume != 0, **kwargs)
 
 
+def _check_root(root, shape: tuple[int, ...], path: Path) -> None:
+    """``--root X Y Z`` (voxels, x = last axis) must lie inside the (z, y, x) volume ``shape``."""
+    from nnunetv2_neurino.errors import NeurinoError
+
+    limits = (shape[2], shape[1], shape[0])
+    if not all(-0.5 <= float(c) <= n - 0.5 for c, n in zip(root, limits)):
+        raise NeurinoError(f"--root {' '.join(f'{c:g}' for c in root)} (x y z) lies outside {path} "
+                           f"(x 0..{limits[0] - 1}, y 0..{limits[1] - 1}, z 0..{limits[2] - 1})")
+
+
+def _why_empty(path: Path, args: argparse.Namespace) -> str:
+    """Why tracing ``path`` gave no node: no foreground, or every component below ``--min-size``."""
+    import cc3d
+    import numpy as np
+
+    from nnunetv2_neurino.tracing.io import read_volume
+
+    volume, _ = read_volume(path)
+    is_prob = np.issubdtype(volume.dtype, np.floating)
+    mask = volume > args.threshold if is_prob else volume != 0
+    if not mask.any():
+        return (f"no foreground voxel (probability > {args.threshold:g})" if is_prob
+                else "no foreground voxel (all labels are 0)")
+    sizes = np.bincount(cc3d.connected_components(mask, connectivity=26).ravel())[1:]
+    if args.tracer == "builtin" and sizes.max() < args.min_size:
+        return (f"all {len(sizes)} component(s) have fewer than --min-size {args.min_size} voxels (largest: "
+                f"{int(sizes.max())}); lower --min-size to keep them")
+    return f"{int(mask.sum())} foreground voxel(s) gave no skeleton"
+
+
 def _header(path: Path, args: argparse.Namespace) -> str:
     return (f"traced by neurino trace ({args.tracer}) from {path.name}\n"
             f"threshold={args.threshold} min_size={args.min_size} spacing={args.spacing} root={args.root} "
@@ -86,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nnunetv2_neurino.errors import NeurinoError
-    from nnunetv2_neurino.io_utils import atomic_directory
+    from nnunetv2_neurino.io_utils import atomic_directory, check_output_paths
     from nnunetv2_neurino.swc import write_swc
     from nnunetv2_neurino.tracing.io import is_volume_file, volume_stem
 
@@ -95,14 +129,23 @@ def run(args: argparse.Namespace) -> int:
         raise NeurinoError(f"--step must be >= 1, got {args.step}")
     if args.prune < 0:
         raise NeurinoError(f"--prune must be >= 0, got {args.prune}")
+    if not 0 <= args.threshold < 1:
+        raise NeurinoError(f"--threshold must be a probability in [0, 1), got {args.threshold}")
+    if args.min_size < 0:
+        raise NeurinoError(f"--min-size must be >= 0 voxels, got {args.min_size}")
     if not src.exists():
         raise NeurinoError(f"{src}: no such file or folder")
+    check_output_paths([out], [src])
     if not (src.is_dir() and not src.name.lower().endswith(".zarr")):
+        if out.is_dir():
+            raise NeurinoError(f"-o {out} is a folder; tracing one file writes one .swc file: "
+                               "give a file name")
         if out.exists() and not args.force:
             raise NeurinoError(f"{out} already exists (pass --force to overwrite)")
         tree = _trace_file(src, args)
         write_swc(tree, out, force=True, header=_header(src, args))
-        print(f"{out}: {tree.n} nodes, {len(tree.roots)} tree(s)")
+        note = f" — {_why_empty(src, args)}" if tree.n == 0 else ""
+        print(f"{out}: {tree.n} nodes, {len(tree.roots)} tree(s){note}")
         return 0
 
     files = sorted(p for p in src.iterdir() if is_volume_file(p) and not p.name.startswith("."))
@@ -121,16 +164,23 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         raise NeurinoError(f"{src}: no volume files (.nii.gz, .tif, .v3draw, .zarr, .npy, .npz, ...) "
                            "in the folder")
-    failed = []
+    failed, empty = [], []
     with atomic_directory(out, force=args.force) as tmp:
         for path in tqdm(cases, desc="trace", unit="case"):
             try:
                 tree = _trace_file(path, args)
-            except NeurinoError as e:
-                failed.append(f"{path.name}: {e}")
+                if tree.n == 0:
+                    empty.append(f"{volume_stem(path)}.swc: 0 nodes — {_why_empty(path, args)}")
+            except Exception as e:  # one bad case (unreadable file, tracer error) must not stop the batch
+                reason = str(e) if isinstance(e, NeurinoError) else f"{type(e).__name__}: {e}"
+                failed.append(f"{path.name}: {reason}")
                 continue
             write_swc(tree, tmp / f"{volume_stem(path)}.swc", header=_header(path, args))
     print(f"{out}: traced {len(cases) - len(failed)} of {len(cases)} case(s)")
-    for line in duplicates + failed:
+    for line in empty:
+        print(f"note: {line}", file=sys.stderr)
+    for line in duplicates:
         print(f"skipped {line}", file=sys.stderr)
+    for line in failed:
+        print(f"FAILED {line}", file=sys.stderr)
     return 1 if failed else 0

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nnunetv2_neurino.io_utils import check_output_paths
+
+    check_output_paths([args.output], [args.checkpoint])
     state, trainer = load_mednext_weights(args.checkpoint)
     new, cfg = upkern_state_dict(state, args.kernel_size, source=str(args.checkpoint))
     n_resized = sum(1 for k in new if new[k].shape != state[k].shape)

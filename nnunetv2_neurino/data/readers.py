@@ -93,6 +93,7 @@ def read_image(path: str | os.PathLike, channel: int | None = 0) -> tuple[np.nda
         elif suffix == ".v3dpbd":
             arr, spacing = v3d.read_v3dpbd(path), (1.0, 1.0, 1.0)
         elif suffix in (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd"):
+            _check_complete(path)
             arr, spacing = _read_sitk(path)
         elif suffix in (".zarr", ".zarr.zip"):
             arr, spacing = _read_zarr(path)
@@ -116,6 +117,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, Spacing]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        _check_tiff_complete(tif, path)
         series = tif.series[0]
         arr = series.asarray()
         axes = series.axes.upper()
@@ -134,6 +136,29 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, Spacing]:
     if len(set(axes)) != len(axes):
         raise NeurinoError(f"{path}: ambiguous TIFF axes {series.axes!r}")
     return np.transpose(arr, [axes.index(a) for a in "CZYX"]), spacing
+
+
+def _check_tiff_complete(tif, path: Path) -> None:
+    """Refuse a truncated TIFF: tifffile would return only the pages (or zeros) that are still there.
+
+    Every page's strips/tiles must lie inside the file, and an ImageJ stack must still have all the images
+    its metadata announces (a cut file loses its last pages, and tifffile then reads a shorter stack).
+    """
+    size = path.stat().st_size
+    for i, page in enumerate(tif.pages):
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
+        if ends and max(ends) > size:
+            raise NeurinoError(f"{path}: truncated TIFF (page {i} needs {max(ends)} bytes, "
+                               f"the file has {size})")
+    announced = (tif.imagej_metadata or {}).get("images") if tif.is_imagej else None
+    if announced and tif.pages.first.is_contiguous:
+        first = tif.pages.first
+        needed = first.dataoffsets[0] + int(announced) * first.databytecounts[0]
+        if needed > size:
+            raise NeurinoError(f"{path}: truncated TIFF ({announced} images announced need {needed} bytes, "
+                               f"the file has {size})")
+    elif announced and int(announced) > len(tif.pages):
+        raise NeurinoError(f"{path}: truncated TIFF ({announced} images announced, {len(tif.pages)} found)")
 
 
 def _tiff_spacing(tif) -> Spacing:
@@ -171,6 +196,57 @@ def write_tiff(path: str | os.PathLike, image: np.ndarray, spacing: Spacing = (1
 
 
 # ---------------------------------------------------------------------------------------- SimpleITK
+def _check_complete(path: Path) -> None:
+    """Refuse a truncated NIfTI: SimpleITK (ITK's NIfTI reader) fills the missing part with zeros silently.
+
+    A gzip file is decompressed to its end once, which verifies the stored length and CRC-32 (Python's
+    :mod:`gzip` raises on a stream cut short or altered); an uncompressed ``.nii`` must hold
+    ``vox_offset + voxels * bitpix / 8`` bytes as its NIfTI-1/-2 header states.
+    """
+    import gzip
+    import struct
+
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+        except (EOFError, OSError, _zlib_error()) as e:
+            raise NeurinoError(f"{path}: truncated or corrupt gzip file ({e}); the image would be read "
+                               "with missing voxels set to 0") from None
+        return
+    if path.suffix != ".nii":
+        return
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(540)
+    for endian in "<>":
+        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:      # NIfTI-1
+            dims = struct.unpack(endian + "8h", head[40:56])
+            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+        elif len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:    # NIfTI-2
+            dims = struct.unpack(endian + "8q", head[16:80])
+            bitpix = struct.unpack(endian + "h", head[14:16])[0]
+            offset = struct.unpack(endian + "q", head[168:176])[0]
+        else:
+            continue
+        n_dims = min(max(int(dims[0]), 0), 7)
+        voxels = int(np.prod([max(int(d), 1) for d in dims[1:1 + n_dims]], dtype=np.int64))
+        expected = offset + voxels * bitpix // 8
+        if size < expected:
+            raise NeurinoError(f"{path}: truncated NIfTI file ({size} bytes, its header needs {expected}); "
+                               "the image would be read with missing voxels set to 0")
+        return
+
+
+def _zlib_error() -> type[Exception]:
+    """zlib's error class (a gzip stream altered inside its data raises it rather than OSError)."""
+    import zlib
+
+    return zlib.error
+
+
 def _read_sitk(path: Path) -> tuple[np.ndarray, Spacing]:
     import SimpleITK as sitk
 

@@ -135,8 +135,11 @@ def checkpoint_path(fold_dir: Path, which: str) -> Path:
     p = Path(fold_dir) / CHECKPOINT_FILES[which]
     if not p.is_file():
         present = sorted(q.name for q in Path(fold_dir).glob("checkpoint_*.pth"))
-        raise NeurinoError(f"{p} does not exist (present: {', '.join(present) or 'no checkpoints'}); "
-                           "is training finished? try --checkpoint best or latest")
+        others = [k for k, f in CHECKPOINT_FILES.items() if k != which and (Path(fold_dir) / f).is_file()]
+        hint = (f"try --checkpoint {' or '.join(others)}" if others else
+                "has this fold been trained? (nnUNetv2_train writes checkpoint_best.pth and "
+                "checkpoint_latest.pth during training, checkpoint_final.pth at its end)")
+        raise NeurinoError(f"{p} does not exist (present: {', '.join(present) or 'no checkpoints'}); {hint}")
     return p
 
 

@@ -9,7 +9,6 @@ nothing but tensors is ever unpickled. Every problem raises :class:`NeurinoError
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.io_utils import safe_torch_load
 from nnunetv2_neurino.networks.convnext3d import variant_config
 
 LAYOUTS = ("meta", "timm", "hf")
@@ -123,22 +123,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except Exception as e:  # safetensors raises its own error types for bad headers
             raise NeurinoError(f"{p}: corrupt or unreadable safetensors file ({e})") from e
     else:
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            msg = str(e)
-            if "Unsupported global" in msg:
-                found = re.search(r"GLOBAL ([\w.]+)", msg)
-                what = found.group(1) if found else "a Python object"
-                raise NeurinoError(
-                    f"{p}: refused to load: the file pickles {what}, not only tensors. Checkpoints are "
-                    "untrusted input and unpickling arbitrary objects can run code, so only plain "
-                    "tensor state dicts are read (torch.load weights_only=True). Re-save the weights as "
-                    "a plain state dict (torch.save(model.state_dict(), ...)) or as .safetensors") from e
-            raise NeurinoError(f"{p}: corrupt or not a PyTorch checkpoint ({msg.splitlines()[0]})") from e
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise NeurinoError(f"{p}: corrupt or truncated checkpoint ({first})") from e
+        obj = safe_torch_load(p)
     for _ in range(3):
         if isinstance(obj, Mapping):
             inner = next((obj[k] for k in _CONTAINER_KEYS if isinstance(obj.get(k), Mapping)), None)
