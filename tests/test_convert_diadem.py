@@ -203,8 +203,13 @@ def test_real_dataset_plan_keeps_z_unstrided_while_z_is_coarse(diadem_dataset, t
     _, report = diadem_dataset
     env = {**os.environ, "nnUNet_raw": str(report.path.parent), "nnUNet_preprocessed": str(tmp_path / "pre"),
            "nnUNet_results": str(tmp_path / "res"), "nnUNet_n_proc_DA": "1"}  # planner sets torch threads
-    planner = shutil.which("nnUNetv2_plan_and_preprocess")
-    assert planner is not None, "nnUNetv2_plan_and_preprocess is not on PATH"
+    import sys
+    from pathlib import Path
+
+    # the venv's own script (CI runs .venv/bin/python without the venv on PATH)
+    beside = Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"
+    planner = str(beside) if beside.exists() else shutil.which("nnUNetv2_plan_and_preprocess")
+    assert planner is not None, "nnUNetv2_plan_and_preprocess is not installed beside python or on PATH"
     done = subprocess.run([planner, "-d", "40", "-c", "3d_fullres", "--no_pp", "-npfp", "1"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
