@@ -110,6 +110,8 @@ def _outputs(folder):
 def test_bad_input_clear_error_nothing_written(stack, biased_run, tmp_path, capsys):
     out = tmp_path / "out"
     (tmp_path / "notes.txt").write_text("not an image")
+    not_a_run = tmp_path / "not_a_run"  # beside, not above, the output: outputs inside an input are refused
+    not_a_run.mkdir()
     empty_trainer = tmp_path / "Dataset1_X" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     empty_trainer.mkdir(parents=True)
     for f in ("plans.json", "dataset.json"):
@@ -119,7 +121,7 @@ def test_bad_input_clear_error_nothing_written(stack, biased_run, tmp_path, caps
         (["-i", str(tmp_path / "missing.nii.gz"), "-m", str(biased_run)],
          "missing.nii.gz: no such image file"),
         (["-i", str(tmp_path / "notes.txt"), "-m", str(biased_run)], "notes.txt: unknown image type"),
-        (["-i", str(stack["nii"]), "-m", str(tmp_path)], "is not an nnU-Net run"),
+        (["-i", str(stack["nii"]), "-m", str(not_a_run)], "is not an nnU-Net run"),
         (["-i", str(stack["nii"]), "-m", str(empty_trainer)], "has no fold_N folder"),
         (["-i", str(stack["nii"]), "-m", str(biased_run), "-f", "3"], "fold_3"),
         (["-i", str(stack["nii"]), "-m", str(no_ckpt)], "checkpoint_final.pth does not exist"),
