@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.io_utils import atomic_directory
+from nnunetv2_neurino.io_utils import atomic_directory, check_output_paths
+from nnunetv2_neurino.io_utils import check_output_folder as check_replaceable_folder
 from nnunetv2_neurino.swc import SWCTree, write_swc
 
 __all__ = ["MARKER", "check_output_folder", "split_trees", "physical_cable_length", "write_trace_outputs"]
@@ -46,23 +47,14 @@ def physical_cable_length(tree: SWCTree, spacing: Sequence[float]) -> float:
 
 
 def check_output_folder(out: Path, inputs: Sequence[Path], force: bool) -> None:
-    """Refuse an output folder that overlaps an input, is ., ~ or /, or exists (without --force, or
-    without the trace-large marker): NeurinoError naming both paths."""
-    out_r = out.resolve()
-    for src in inputs:
-        src_r = Path(src).resolve()
-        if out_r == src_r or src_r.is_relative_to(out_r) or out_r.is_relative_to(src_r):
-            raise NeurinoError(f"output {out} and input {src} overlap (same, inside or containing): "
-                               "choose another output folder")
-    if out_r in (Path.cwd().resolve(), Path.home().resolve(), Path(out_r.anchor)):
-        raise NeurinoError(f"output {out} is the current, home or root folder: choose a new folder")
-    if out.exists():
-        if not force:
-            raise NeurinoError(f"{out} already exists (pass --force to replace an earlier trace-large "
-                               "output)")
-        if not (out.is_dir() and (out / MARKER).is_file()):
-            raise NeurinoError(f"{out} exists and is not a trace-large output folder (no {MARKER}): "
-                               "not replaced, even with --force")
+    """The output rules of every command (:mod:`nnunetv2_neurino.io_utils`: no overlap with an input; ., ~
+    and / never replaced; an existing folder only with ``force`` and neurino's marker), plus: the folder
+    being replaced must be a trace-large output (:data:`MARKER`). NeurinoError naming the paths."""
+    check_output_paths([out], inputs)
+    check_replaceable_folder(out, force)
+    if out.exists() and not (out / MARKER).is_file():
+        raise NeurinoError(f"{out} exists and is not a trace-large output folder (no {MARKER}): "
+                           "not replaced, even with --force")
 
 
 def write_trace_outputs(forest: SWCTree, out_dir: str | os.PathLike, spacing: Sequence[float],
