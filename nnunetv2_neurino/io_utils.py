@@ -164,6 +164,12 @@ def atomic_file(path: str | os.PathLike, force: bool = True) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def mark_output(folder: str | os.PathLike) -> None:
+    """Write :data:`OUTPUT_MARKER` into ``folder`` (again, after a writer that empties it, e.g. zarr's mode "w")."""
+    (Path(folder) / OUTPUT_MARKER).write_text("written by neurino; `--force` may replace this folder\n",
+                                              encoding="utf-8")
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
@@ -186,8 +192,7 @@ def atomic_directory(path: str | os.PathLike, force: bool = False) -> Iterator[P
     except OSError as e:
         raise NeurinoError(f"cannot write {path}: {e.strerror or e}") from None
     os.chmod(tmp_path, 0o777 & ~_current_umask())  # mkdtemp makes 0700; folders follow the umask like mkdir
-    (tmp_path / OUTPUT_MARKER).write_text("written by neurino; `--force` may replace this folder\n",
-                                          encoding="utf-8")
+    mark_output(tmp_path)
     old: Path | None = None
     try:
         yield tmp_path

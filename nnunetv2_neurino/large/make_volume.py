@@ -287,7 +287,7 @@ def write_volume(path: str | os.PathLike, shape, n_neurons: int, seed: int = 0, 
     """
     from tqdm import tqdm
 
-    from nnunetv2_neurino.io_utils import atomic_directory
+    from nnunetv2_neurino.io_utils import atomic_directory, mark_output
     from nnunetv2_neurino.large.ngff import (
         add_label,
         add_multiscale,
@@ -316,6 +316,7 @@ def write_volume(path: str | os.PathLike, shape, n_neurons: int, seed: int = 0, 
                       "swc": "swc/neuron_NNN.swc, swc/all_neurons.swc"}}
     with atomic_directory(path, force=force) as tmp:
         root = create_ngff_root(tmp, version, attributes=attrs, overwrite=True)
+        mark_output(tmp)  # zarr's mode 'w' emptied the folder, marker included
         image = add_multiscale(root, shape, np.uint16, scene.spacing, chunks, n_levels, name="image")
         label = add_label(root, "neurites", shape, np.uint8, scene.spacing, chunks, n_levels,
                           colors={1: (255, 255, 0, 255)})
