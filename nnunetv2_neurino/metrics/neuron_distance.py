@@ -14,7 +14,15 @@ Definitions (SPEC §5):
 Arithmetic follows Vaa3D: coordinates, sample positions and distances are float32 (so samples lying
 exactly on the threshold classify as Vaa3D classifies them), sums are accumulated in float64.
 
-Coordinates are SWC order ``(x, y, z)`` in whatever unit the trees use (voxels for image-space SWCs).
+Coordinates are SWC order ``(x, y, z)`` in whatever unit the trees use (voxels for image-space SWCs);
+non-finite coordinates and coordinates beyond ``±MAX_COORDINATE`` (1e9, as :mod:`nnunetv2_neurino.swc`)
+are refused with a :class:`~nnunetv2_neurino.errors.NeurinoError`.
+
+Memory is bounded whatever the segment lengths: samples are generated and scored ``chunk_points`` at a
+time (sums and counts accumulated), and the nearest-segment index holds at most about
+``MAX_INDEX_POINTS`` points plus two per segment (a coarser spacing on long trees, still exact). The
+numbers are those of the unchunked computation (the same float32 samples and distances; only the
+float64 sums are added chunk by chunk).
 """
 
 from __future__ import annotations
@@ -24,14 +32,25 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.metrics.segment_index import (
+    MAX_INDEX_POINTS,
+    SegmentIndex,
+    _norm,
+    point_segment_distance,
+)
+from nnunetv2_neurino.swc import MAX_COORDINATE
 
 __all__ = [
     "METRIC_KEYS",
+    "CHUNK_POINTS",
+    "MAX_INDEX_POINTS",
     "Segments",
     "SegmentIndex",
     "segments_from_arrays",
     "sample_segments",
+    "iter_samples",
     "point_segment_distance",
     "neuron_distance_segments",
     "neuron_distance",
@@ -42,6 +61,21 @@ METRIC_KEYS = ("ESA12", "ESA21", "ESA", "DSA12", "DSA21", "DSA", "PDS12", "PDS21
                "n12", "n21", "n12big", "n21big")
 
 _F32 = np.float32
+
+#: Sample points generated and scored at a time (the default ``chunk_points``).
+CHUNK_POINTS = 1 << 16
+
+
+def _check_xyz(xyz: np.ndarray, name: str, ids: np.ndarray | None = None, what: str = "node") -> None:
+    """Raise NeurinoError naming ``name`` and the first row whose coordinates are non-finite or too large."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(xyz) <= MAX_COORDINATE).all(axis=1)  # NaN compares False
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        label = f"{what} {int(ids[i])}" if ids is not None else f"{what} row {i}"
+        kind = "non-finite coordinate" if not np.isfinite(xyz[i]).all() else "coordinate beyond the limit"
+        raise NeurinoError(f"{name}: {label} has a {kind}: {tuple(float(v) for v in xyz[i])} "
+                           f"(coordinates must be finite and within ±{MAX_COORDINATE:g})")
 
 
 @dataclass(frozen=True)
@@ -59,39 +93,91 @@ class Segments:
     child: np.ndarray
     parent: np.ndarray
 
+    def __post_init__(self) -> None:
+        for what in ("child", "parent"):
+            a = getattr(self, what)
+            if a.ndim != 2 or a.shape[1] != 3 or a.shape != self.child.shape:
+                raise ValueError(f"Segments.{what} must be (S, 3) like child, got shape {a.shape}")
+            _check_xyz(a, "Segments", what=f"{what} of segment")
+
     def __len__(self) -> int:
         return int(self.child.shape[0])
 
 
-def segments_from_arrays(xyz: np.ndarray, parent_index: np.ndarray) -> Segments:
+def segments_from_arrays(xyz: np.ndarray, parent_index: np.ndarray, name: str = "tree",
+                         ids: np.ndarray | None = None) -> Segments:
     """Collect the parent-child segments of a tree given as node arrays.
 
     Parameters
     ----------
     xyz : array (N, 3)
-        Node coordinates, columns x, y, z.
+        Node coordinates, columns x, y, z; finite and within ``±MAX_COORDINATE``.
     parent_index : int array (N,)
         Row index of each node's parent, negative for roots.
+    name : str
+        The tree's name (e.g. its file) for error messages.
+    ids : optional int array (N,)
+        Node ids for error messages (default: row numbers).
 
     Returns
     -------
     Segments with one entry per non-root node, in row order, coordinates cast to float32.
+
+    Raises
+    ------
+    NeurinoError : a non-finite or too large coordinate, or a parent index beyond the rows (naming
+        ``name`` and the node).
     """
-    xyz = np.asarray(xyz, dtype=_F32).reshape(-1, 3)
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     parent_index = np.asarray(parent_index, dtype=np.int64).reshape(-1)
     if parent_index.shape[0] != xyz.shape[0]:
         raise ValueError(f"parent_index has {parent_index.shape[0]} rows, xyz has {xyz.shape[0]}")
+    _check_xyz(xyz, name, ids)
+    beyond = np.flatnonzero(parent_index >= xyz.shape[0])
+    if beyond.size:
+        i = int(beyond[0])
+        raise NeurinoError(f"{name}: node {int(ids[i]) if ids is not None else f'row {i}'} has parent row "
+                           f"{int(parent_index[i])}, beyond the {xyz.shape[0]} rows")
+    xyz = xyz.astype(_F32)
     has_parent = parent_index >= 0
     return Segments(child=xyz[has_parent], parent=xyz[parent_index[has_parent]])
 
 
-def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Float32 dot product along the last axis, summed x + y then + z (Vaa3D's order)."""
-    return (a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1]) + a[..., 2] * b[..., 2]
+def _sample_plan(segments: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples per segment ``N_i``, their cumulative ends, and the float32 step vector of each segment."""
+    diff = segments.parent - segments.child  # float32
+    length = _norm(diff).astype(np.float64)
+    n = np.maximum((1.0 + length + 0.5).astype(np.int64), 1)
+    inv = np.zeros(n.shape, dtype=np.float64)
+    many = n > 1
+    inv[many] = 1.0 / (n[many] - 1)
+    return n, np.cumsum(n), inv.astype(_F32)[:, None] * diff
 
 
-def _norm(a: np.ndarray) -> np.ndarray:
-    return np.sqrt(_dot(a, a))
+def iter_samples(segments: Segments, chunk_points: int = CHUNK_POINTS):
+    """Yield the samples of :func:`sample_segments` in order, at most ``chunk_points`` at a time.
+
+    Parameters
+    ----------
+    segments : Segments of one tree.
+    chunk_points : int >= 1
+        Largest number of sample points per yielded array.
+
+    Yields
+    ------
+    float32 arrays (<= chunk_points, 3); concatenated they equal :func:`sample_segments` bit for bit.
+    """
+    if chunk_points < 1:
+        raise ValueError(f"chunk_points must be >= 1, got {chunk_points}")
+    if len(segments) == 0:
+        return
+    n, ends, step = _sample_plan(segments)
+    total = int(ends[-1])
+    for a in range(0, total, int(chunk_points)):
+        idx = np.arange(a, min(a + int(chunk_points), total), dtype=np.int64)
+        seg = np.searchsorted(ends, idx, side="right")
+        j = (idx - (ends[seg] - n[seg])).astype(_F32)  # sample number within its segment
+        yield segments.child[seg] + step[seg] * j[:, None]
 
 
 def sample_segments(segments: Segments) -> np.ndarray:
@@ -104,120 +190,28 @@ def sample_segments(segments: Segments) -> np.ndarray:
     Returns
     -------
     float32 array (M, 3) of sample coordinates (x, y, z); segment ``i`` contributes
-    ``N_i = int(1 + |c_i - p_i| + 0.5)`` points (one point, the child, when ``N_i <= 1``).
+    ``N_i = int(1 + |c_i - p_i| + 0.5)`` points (one point, the child, when ``N_i <= 1``); point ``j``
+    is ``c_i + j * (p_i - c_i) / (N_i - 1)`` with the step vector rounded to float32 first. All ``M``
+    points at once: :func:`iter_samples` gives them in bounded chunks.
     """
-    if len(segments) == 0:
-        return np.zeros((0, 3), dtype=_F32)
-    diff = segments.parent - segments.child  # float32
-    length = _norm(diff).astype(np.float64)
-    n = (1.0 + length + 0.5).astype(np.int64)
-    n = np.maximum(n, 1)
-    inv = np.zeros(n.shape, dtype=np.float64)
-    many = n > 1
-    inv[many] = 1.0 / (n[many] - 1)
-    step = inv.astype(_F32)[:, None] * diff  # float32 step vector per segment
-    seg = np.repeat(np.arange(n.size), n)
-    starts = np.cumsum(n) - n
-    j = (np.arange(seg.size) - starts[seg]).astype(_F32)
-    return segments.child[seg] + step[seg] * j[:, None]
+    chunks = list(iter_samples(segments, chunk_points=1 << 62))
+    return chunks[0] if chunks else np.zeros((0, 3), dtype=_F32)
 
 
-def point_segment_distance(points: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
-    """Float32 distance from points to segments, elementwise (Vaa3D's ``dist_pt_to_line_seg``).
-
-    Parameters
-    ----------
-    points, p1, p2 : float32 arrays (..., 3), broadcastable
-        Query points and the two segment ends (x, y, z).
-
-    Returns
-    -------
-    float32 array (...) of Euclidean distances: to the perpendicular foot when it lies on the segment,
-    else to the nearer end; exactly 0 when the point coincides with an end.
-    """
-    p0 = np.asarray(points, dtype=_F32)
-    p1 = np.asarray(p1, dtype=_F32)
-    p2 = np.asarray(p2, dtype=_F32)
-    d12 = p2 - p1
-    d01 = p1 - p0
-    v12 = _dot(d12, d12)
-    d012 = _dot(d12, d01)
-    degenerate = v12 == 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = -d012 / np.where(degenerate, _F32(1), v12)
-    dist_1 = _norm(p0 - p1)
-    dist_2 = _norm(p0 - p2)
-    ends = np.minimum(dist_1, dist_2)
-    foot = p1 + d12 * t[..., None]
-    perp = _norm(foot - p0)
-    inside = (t >= 0) & (t <= 1)
-    out = np.where(inside, perp, ends)
-    out = np.where(degenerate, dist_1, out)
-    on_end = np.all(p0 == p1, axis=-1) | np.all(p0 == p2, axis=-1)
-    return np.where(on_end & ~degenerate, _F32(0), out).astype(_F32)
-
-
-class SegmentIndex:
-    """Nearest-segment queries against one tree's segments.
-
-    A k-d tree over points sampled along every segment at most 1 unit apart (half-gap ``h <= 0.5``)
-    finds candidates; exact float32 point-to-segment distances decide. Exactness: the true nearest
-    segment has an index point within ``d* + h`` of the query, and ``d* <= U`` (the best candidate
-    distance found), so every segment with an index point within ``U + h`` is checked.
-
-    Parameters
-    ----------
-    segments : Segments, at least one.
-    k : int
-        Candidates fetched per query in the first, vectorised pass.
-    """
-
-    def __init__(self, segments: Segments, k: int = 8):
-        if len(segments) == 0:
-            raise ValueError("SegmentIndex needs at least one segment")
-        self.segments = segments
-        c = segments.child.astype(np.float64)
-        p = segments.parent.astype(np.float64)
-        length = np.linalg.norm(p - c, axis=1)
-        m = np.ceil(length).astype(np.int64) + 1  # points per segment, gaps <= 1
-        seg = np.repeat(np.arange(len(segments)), m)
-        starts = np.cumsum(m) - m
-        frac = (np.arange(seg.size) - starts[seg]) / np.maximum(m[seg] - 1, 1)
-        self._point_seg = seg
-        self._tree = cKDTree(c[seg] + (p - c)[seg] * frac[:, None])
-        self._half_gap = float(np.max(length / np.maximum(m - 1, 1)) / 2.0)
-        self._k = int(min(k, seg.size))
-
-    def _exact(self, points: np.ndarray, seg_ids: np.ndarray) -> np.ndarray:
-        s = self.segments
-        return point_segment_distance(points[:, None, :], s.child[seg_ids], s.parent[seg_ids])
-
-    def min_distance(self, points: np.ndarray) -> np.ndarray:
-        """Minimum float32 distance of each point (M, 3) to any segment; returns float32 (M,)."""
-        points = np.asarray(points, dtype=_F32).reshape(-1, 3)
-        best = np.full(points.shape[0], np.inf, dtype=_F32)
-        rows = np.arange(points.shape[0])
-        n_points = self._point_seg.size
-        k = self._k
-        while rows.size:
-            kd, ki = self._tree.query(points[rows].astype(np.float64), k=k)
-            kd = kd.reshape(rows.size, -1)
-            ki = ki.reshape(rows.size, -1)
-            d = self._exact(points[rows], self._point_seg[ki]).min(axis=1)
-            best[rows] = np.minimum(best[rows], d)
-            if k >= n_points:
-                break
-            # rows whose k-th index point is still within reach of a closer segment need more candidates
-            rows = rows[kd[:, -1] <= best[rows].astype(np.float64) + self._half_gap + 1e-3]
-            k = min(4 * k, n_points)
-        return best
-
-
-def _directional(samples: np.ndarray, index: SegmentIndex, threshold: float) -> tuple[float, int, float, int]:
-    d = index.min_distance(samples)
-    big = d >= _F32(threshold)
-    total = float(np.sum(d, dtype=np.float64))
-    return total, int(d.size), float(np.sum(d[big], dtype=np.float64)), int(big.sum())
+def _directional(seg_from: Segments, index: SegmentIndex, threshold: float,
+                 chunk_points: int) -> tuple[float, int, float, int]:
+    """Sums and counts of the sample distances of ``seg_from`` to ``index``, chunk by chunk."""
+    total = big_total = 0.0
+    count = big_count = 0
+    thr = _F32(threshold)
+    for samples in iter_samples(seg_from, chunk_points):
+        d = index.min_distance(samples)
+        big = d >= thr
+        total += float(np.sum(d, dtype=np.float64))
+        big_total += float(np.sum(d[big], dtype=np.float64))
+        count += int(d.size)
+        big_count += int(big.sum())
+    return total, count, big_total, big_count
 
 
 def _nan_result(empty_1: bool, empty_2: bool) -> dict:
@@ -229,7 +223,9 @@ def _nan_result(empty_1: bool, empty_2: bool) -> dict:
     return out
 
 
-def neuron_distance_segments(seg_1: Segments, seg_2: Segments, threshold: float = 2.0) -> dict:
+def neuron_distance_segments(seg_1: Segments, seg_2: Segments, threshold: float = 2.0,
+                             chunk_points: int = CHUNK_POINTS,
+                             max_index_points: int = MAX_INDEX_POINTS) -> dict:
     """ESA / DSA / PDS between two trees given as segment sets (see module docstring).
 
     Parameters
@@ -237,6 +233,11 @@ def neuron_distance_segments(seg_1: Segments, seg_2: Segments, threshold: float 
     seg_1, seg_2 : Segments of tree 1 and tree 2.
     threshold : float
         Distance at or above which a sample counts as "different" (same unit as the coordinates).
+    chunk_points : int
+        Samples generated and scored at a time (bounds memory; only the float64 sums' rounding depends
+        on it).
+    max_index_points : int
+        Target size of each tree's nearest-segment index (see :class:`SegmentIndex`; results unchanged).
 
     Returns
     -------
@@ -247,8 +248,10 @@ def neuron_distance_segments(seg_1: Segments, seg_2: Segments, threshold: float 
     empty_1, empty_2 = len(seg_1) == 0, len(seg_2) == 0
     if empty_1 or empty_2:
         return _nan_result(empty_1, empty_2)
-    s12, n12, b12, nb12 = _directional(sample_segments(seg_1), SegmentIndex(seg_2), threshold)
-    s21, n21, b21, nb21 = _directional(sample_segments(seg_2), SegmentIndex(seg_1), threshold)
+    s12, n12, b12, nb12 = _directional(seg_1, SegmentIndex(seg_2, max_points=max_index_points), threshold,
+                                       chunk_points)
+    s21, n21, b21, nb21 = _directional(seg_2, SegmentIndex(seg_1, max_points=max_index_points), threshold,
+                                       chunk_points)
     esa12, esa21 = s12 / n12, s21 / n21
     dsa12 = b12 / nb12 if nb12 else 0.0
     dsa21 = b21 / nb21 if nb21 else 0.0
@@ -269,12 +272,14 @@ def _tree_segments(tree, vaa3d_compat: bool) -> Segments:
 
         if vaa3d_compat:
             tree, pidx = vaa3d_parent_index(tree)
-            return segments_from_arrays(np.asarray(tree.xyz), pidx)
+            return segments_from_arrays(np.asarray(tree.xyz), pidx, str(tree.source), tree.ids)
         tree = read_swc(tree)
-    return segments_from_arrays(np.asarray(tree.xyz), np.asarray(tree.parent_index))
+    return segments_from_arrays(np.asarray(tree.xyz), np.asarray(tree.parent_index), str(tree.source),
+                                tree.ids)
 
 
-def neuron_distance(tree_1, tree_2, threshold: float = 2.0, vaa3d_compat: bool = False) -> dict:
+def neuron_distance(tree_1, tree_2, threshold: float = 2.0, vaa3d_compat: bool = False,
+                    chunk_points: int = CHUNK_POINTS, max_index_points: int = MAX_INDEX_POINTS) -> dict:
     """ESA / DSA / PDS between two reconstructions (Vaa3D ``neuron_distance`` semantics).
 
     Parameters
@@ -288,6 +293,8 @@ def neuron_distance(tree_1, tree_2, threshold: float = 2.0, vaa3d_compat: bool =
         file's first row, as in Vaa3D (its parent lookup defaults to row 0), loops included: the first
         row with a missing parent adds a zero-length segment (default: such nodes become roots).
         Trees already read are used as they are.
+    chunk_points, max_index_points : int
+        Memory bounds, see :func:`neuron_distance_segments` (the numbers do not depend on them).
 
     Returns
     -------
@@ -296,4 +303,5 @@ def neuron_distance(tree_1, tree_2, threshold: float = 2.0, vaa3d_compat: bool =
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
     return neuron_distance_segments(_tree_segments(tree_1, vaa3d_compat),
-                                    _tree_segments(tree_2, vaa3d_compat), threshold)
+                                    _tree_segments(tree_2, vaa3d_compat), threshold,
+                                    chunk_points=chunk_points, max_index_points=max_index_points)
