@@ -14,9 +14,7 @@ from torch import nn
 
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.networks.convnext3d import ConvNeXt3DEncoder
-from nnunetv2_neurino.networks.mednext import MedNeXtBlock, MedNeXtUpBlock, OutHead
-
-Stride3 = tuple[int, int, int]
+from nnunetv2_neurino.networks.mednext_blocks import MedNeXtBlock, MedNeXtUpBlock, OutHead, Stride3
 
 DECODER_EXPANSION = 2
 DECODER_KERNEL = 3
