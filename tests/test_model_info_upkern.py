@@ -13,7 +13,8 @@ from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
 
 from nnunetv2_neurino.cli import main
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.networks.mednext import MedNeXtBlock, MedNeXtDownBlock, build_mednext
+from nnunetv2_neurino.networks.mednext import build_mednext
+from nnunetv2_neurino.networks.mednext_blocks import MedNeXtBlock, MedNeXtDownBlock
 from nnunetv2_neurino.networks.neurino import build_neurino
 from nnunetv2_neurino.networks.upkern import identify_mednext, upkern_state_dict
 

@@ -9,6 +9,8 @@ fvcore counts them (5 FLOPs per element) — checked below for NeurINO-T and the
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -19,6 +21,7 @@ from nnunetv2_neurino.networks.convnext3d import ConvNeXtBlock3D
 from nnunetv2_neurino.networks.mednext import build_mednext
 from nnunetv2_neurino.networks.neurino import build_neurino, neurino_strides_from_plan
 from nnunetv2_neurino.networks.registry import ARCHITECTURES, get_architecture
+from nnunetv2_neurino.trainers.patch import patch_divisible_by
 
 torch.set_num_threads(2)
 
@@ -183,12 +186,18 @@ def test_forward_shapes_deep_supervision(tiny):
         net(torch.randn(1, 1, 24, 16, 16))
 
 
+def _total(strides: list[tuple[int, int, int]]) -> list[int]:
+    """Per-axis product of per-layer strides (the network's total stride)."""
+    return [math.prod(axis) for axis in zip(*strides)]
+
+
 def test_anisotropic_plan_strides_and_shapes():
     """Plan strides [[1,1,1],[1,2,2],[2,2,2],[2,2,2],[2,2,2]]: z is not reduced by the stem, so the stem
     kernel is 1 (padding 0) along z, up_0 does not upsample z, and every output has the plan's shape."""
     plan = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
-    strides, patch = neurino_strides_from_plan(plan, (8, 32, 32))
-    assert strides == [(1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)] and patch == [8, 32, 32]
+    strides = neurino_strides_from_plan(plan, (8, 32, 32))
+    assert strides == [(1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]
+    assert patch_divisible_by((8, 32, 32), _total(strides)) == [8, 32, 32]  # the trainers keep this patch
     net = build_neurino("tiny", strides=strides).eval()
     stem = net.encoder.downsample_layers[0][0]
     assert stem.kernel_size == (1, 4, 4) and stem.padding == (0, 1, 1) and stem.stride == (1, 2, 2)
@@ -204,9 +213,9 @@ def test_anisotropic_plan_strides_and_shapes():
 
 def test_plan_with_fewer_stages_fills_with_2_while_divisible():
     # z stays 1 in the stem, the plan gives only 2 strided stages; the rest is 2 while the patch divides
-    strides, patch = neurino_strides_from_plan([[1, 1, 1], [1, 2, 2], [2, 2, 2]], (4, 32, 48))
+    strides = neurino_strides_from_plan([[1, 1, 1], [1, 2, 2], [2, 2, 2]], (4, 32, 48))
     assert strides == [(1, 2, 2), (2, 2, 2), (2, 2, 2), (1, 2, 2)]
-    assert patch == [4, 32, 48]
+    assert patch_divisible_by((4, 32, 48), _total(strides)) == [4, 32, 48]
     net = build_neurino("tiny", strides=strides).eval()
     down3 = net.encoder.downsample_layers[3][1]
     assert down3.kernel_size == (1, 2, 2) and down3.stride == (1, 2, 2)  # factor 1 -> kernel 1 on z
@@ -214,9 +223,11 @@ def test_plan_with_fewer_stages_fills_with_2_while_divisible():
     with torch.no_grad():
         out = net(torch.randn(1, 1, 4, 32, 48))
     assert [tuple(o.shape[2:]) for o in out] == [(4, 32, 48), (4, 16, 24), (2, 8, 12), (1, 4, 6), (1, 2, 3)]
-    # stride-4 stem: a plan factor 2 becomes 4 on the stem; a patch not divisible is rounded up
-    strides4, patch4 = neurino_strides_from_plan([[1, 1, 1], [2, 2, 2]] + [[2, 2, 2]] * 3, (40, 64, 70), 4)
-    assert strides4[0] == (4, 4, 4) and patch4 == [64, 64, 96]
+    # stride-4 stem: a plan factor 2 becomes 4 on the stem (total stride 32); the trainers round a patch
+    # that is not divisible down (trainers/patch.py, the one place that rounds)
+    strides4 = neurino_strides_from_plan([[1, 1, 1], [2, 2, 2]] + [[2, 2, 2]] * 3, (40, 64, 70), 4)
+    assert strides4[0] == (4, 4, 4) and _total(strides4) == [32, 32, 32]
+    assert patch_divisible_by((40, 64, 70), _total(strides4)) == [32, 64, 64]
 
 
 def test_plan_stride_errors():

@@ -21,7 +21,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.losses.tasl import tasl_official
-from nnunetv2_neurino.networks.mednext import GRN, MedNeXtBlock
+from nnunetv2_neurino.networks.mednext_blocks import GRN, MedNeXtBlock
 from nnunetv2_neurino.trainers import (
     nnUNetTrainerMedNeXt,
     nnUNetTrainerMedNeXt_B,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.networks.mednext import channels_last
+from nnunetv2_neurino.networks.mednext_blocks import Stride3, channels_last
 
 CONVNEXT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
     "tiny": {"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768)},
@@ -24,8 +24,6 @@ CONVNEXT_VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
 LN_EPS = 1e-6
 LAYER_SCALE_INIT = 1e-6
 DWCONV_KERNEL = (3, 7, 7)
-
-Stride3 = tuple[int, int, int]
 
 
 def variant_config(variant: str) -> dict[str, tuple[int, ...]]:

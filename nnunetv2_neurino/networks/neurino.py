@@ -5,7 +5,6 @@ Tensors are ``(N, C, Z, Y, X)``; strides are per axis in array order ``(z, y, x)
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 
@@ -14,9 +13,7 @@ from torch import nn
 
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.networks.convnext3d import ConvNeXt3DEncoder
-from nnunetv2_neurino.networks.mednext import MedNeXtBlock, MedNeXtUpBlock, OutHead
-
-Stride3 = tuple[int, int, int]
+from nnunetv2_neurino.networks.mednext_blocks import MedNeXtBlock, MedNeXtUpBlock, OutHead, Stride3
 
 DECODER_EXPANSION = 2
 DECODER_KERNEL = 3
@@ -142,7 +139,7 @@ def build_neurino(variant: str = "tiny", in_channels: int = 1, num_classes: int 
 
 
 def neurino_strides_from_plan(plan_strides: Sequence[Sequence[int]], patch_size: Sequence[int],
-                              stem_stride: int = 2) -> tuple[list[Stride3], list[int]]:
+                              stem_stride: int = 2) -> list[Stride3]:
     """Map an nnU-Net plan's ``strides`` onto NeurINO's 4 strided layers (anisotropic data).
 
     Parameters
@@ -150,16 +147,20 @@ def neurino_strides_from_plan(plan_strides: Sequence[Sequence[int]], patch_size:
     plan_strides : the configuration's ``strides`` list (per stage, per axis z, y, x; entry 0 is the
         unstrided first stage ``[1, 1, 1]``). Entries 1-4 give the factors of the stem and the three
         downsamplings; each factor is 1 or 2.
-    patch_size : the planned patch size (z, y, x) in voxels.
+    patch_size : the patch size (z, y, x) in voxels; used only to fill layers the plan lacks.
     stem_stride : 2 or 4: the stem's stride on an axis whose plan factor is 2.
 
     Returns
     -------
-    strides : 4 per-axis triples for (stem, down1, down2, down3). Where the plan has fewer than 4 strided
-        stages, a missing layer gets 2 on an axis while the patch stays divisible by the cumulative stride,
-        else 1.
-    adjusted_patch : ``patch_size`` rounded up per axis to a multiple of the resulting total stride (rounding
-        up keeps every planned voxel of context; nnU-Net's patches are normally divisible already).
+    list of 4 per-axis ``(z, y, x)`` triples for (stem, down1, down2, down3). Where the plan has fewer than 4
+    strided stages, a missing layer gets 2 on an axis while the patch stays divisible by the cumulative
+    stride, else 1.
+
+    Notes
+    -----
+    The patch is not changed here: the trainers fit it to the total stride (the product of these triples)
+    with :func:`nnunetv2_neurino.trainers.patch.fit_patch_to_network`, the one place that rounds it (down,
+    staying within nnU-Net's memory-based plan).
     """
     if stem_stride not in (2, 4):
         raise NeurinoError(f"stem_stride {stem_stride}: valid values are 2 and 4")
@@ -182,5 +183,4 @@ def neurino_strides_from_plan(plan_strides: Sequence[Sequence[int]], patch_size:
             factors = [stem_stride if f == 2 else 1 for f in factors]
         out.append(tuple(factors))  # type: ignore[arg-type]
         acc = [a * f for a, f in zip(acc, factors)]
-    adjusted = [math.ceil(p / t) * t for p, t in zip(patch, acc)]
-    return out, adjusted
+    return out

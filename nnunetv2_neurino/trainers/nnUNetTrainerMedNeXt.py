@@ -73,8 +73,8 @@ class MedNeXtNetworkMixin(PatchFitMixin):
             raise NeurinoError(f"{cls.__name__} is 3D only; the configuration's patch is {list(patch_size)} "
                                f"(use a 3d_fullres configuration)")
         # MedNeXt's first down block plays the role of NeurINO's stem: a plan factor 2 stays 2
-        strides, _ = neurino_strides_from_plan(configuration_manager.pool_op_kernel_sizes, list(patch_size),
-                                               stem_stride=2)
+        strides = neurino_strides_from_plan(configuration_manager.pool_op_kernel_sizes, list(patch_size),
+                                            stem_stride=2)
         return strides
 
     @classmethod

@@ -41,8 +41,8 @@ class NeurINONetworkMixin(PatchFitMixin):
         if len(patch_size) != 3:
             raise NeurinoError(f"{cls.__name__} is 3D only; the configuration's patch is {list(patch_size)} "
                                f"(use a 3d_fullres configuration)")
-        strides, _ = neurino_strides_from_plan(configuration_manager.pool_op_kernel_sizes, list(patch_size),
-                                               cls.stem_stride)
+        strides = neurino_strides_from_plan(configuration_manager.pool_op_kernel_sizes, list(patch_size),
+                                            cls.stem_stride)
         return strides  # the patch itself is fitted by PatchFitMixin (rounded down, see patch.py)
 
     @classmethod
