@@ -205,6 +205,17 @@ def test_cli_with_a_two_worker_local_cluster_equals_whole_volume(large_case, cap
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "block core 16x24x24" in text and "27 predicted" in text
+    # summary: peak RSS of a worker (a process holding torch + the model: well above 50 MiB, below 8 GiB)
+    # and torch threads per worker by the rule of large.engine (cores // 2 workers on this host)
+    import re
+
+    from nnunetv2_neurino.large.engine import torch_threads_rule, usable_cores
+
+    rss = int(re.search(r"peak memory of a worker \(RSS\): (\d+) MiB", text).group(1))
+    assert 50 < rss < 8192
+    threads = re.search(r"torch threads per worker: (\S+)", text).group(1)
+    assert threads == str(torch_threads_rule(usable_cores(), 2))
+    assert re.search(r"[\d.e+]+ voxels/s, (\d+) tiles", text)
     whole_mask = mask_from_probabilities(large_case["whole"])
     np.testing.assert_array_equal(_read(out, "labels/neurites/0"), whole_mask)
     assert main(argv) == 2  # exists: neither --resume nor --force
@@ -231,3 +242,55 @@ def test_empty_blocks_are_skipped_and_the_rest_unchanged(large_case):
     b = _read(large_case["root"] / "noskip.ome.zarr", "labels/neurites/0")
     np.testing.assert_array_equal(a[..., :48], b[..., :48])
     assert not a[..., 48:].any()
+
+
+def test_summary_fields_of_a_synchronous_run(large_case):
+    from nnunetv2_neurino.large.engine import peak_rss_bytes
+    from nnunetv2_neurino.large.lattice import block_tiles
+    from nnunetv2_neurino.large.predict import predict_large
+
+    out = large_case["root"] / "summary.ome.zarr"
+    res = predict_large(large_case["input"], large_case["run"], out, block=BLOCK, use_mirroring=False,
+                        spacing=SPACING, scheduler="synchronous")
+    lat = res.lattice
+    # every block evaluates the lattice tiles touching its core (one evaluation each, nothing skipped)
+    assert res.tiles == sum(len(block_tiles(lat, *lat.core_box(i))) for i in lat.blocks())
+    assert 0 < res.peak_worker_rss <= peak_rss_bytes()        # this process is the worker here
+    assert res.voxels_per_second == pytest.approx(np.prod(lat.shape) / res.seconds)
+    assert "27 predicted, 0 skipped" in res.summary() and "peak memory of a worker" in res.summary()
+
+
+def test_engine_thread_rule_and_host_counts():
+    from nnunetv2_neurino.large.engine import torch_threads_rule, workers_per_host
+
+    assert [torch_threads_rule(16, w) for w in (1, 2, 4, 5, 32)] == [16, 8, 4, 3, 1]
+    counts = workers_per_host(["tcp://10.0.0.1:4001", "tcp://10.0.0.1:4002", "tcp://10.0.0.2:4001"])
+    assert counts == {"tcp://10.0.0.1:4001": 2, "tcp://10.0.0.1:4002": 2, "tcp://10.0.0.2:4001": 1}
+
+
+def test_cli_trace_writes_the_trees_of_trace_mask_beside_the_output(large_case, capsys):
+    from nnunetv2_neurino.cli import main
+    from nnunetv2_neurino.swc import read_swc
+    from nnunetv2_neurino.tracing import trace_mask
+
+    out = large_case["root"] / "traced.ome.zarr"
+    argv = ["predict-large", "-i", str(large_case["input"]), "-m", str(large_case["run"]), "-o", str(out),
+            "--block", "16", "--disable-tta", "--scheduler", "synchronous", "--spacing", *map(str, SPACING),
+            "--trace"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    folder = large_case["root"] / "traced_trace"                 # OUT's sibling: NAME.ome.zarr -> NAME_trace
+    assert f"SWCs in {folder / 'trees'}" in text
+    mask = _read(out, "labels/neurites/0")
+    ref = trace_mask(mask > 0, SPACING)                          # trace-large's defaults: min size 10
+    got = read_swc(folder / "all_trees.swc")
+    assert ref.n > 0 and got.n == ref.n
+    assert {tuple(x) for x in got.xyz} == {tuple(x) for x in ref.xyz}
+    assert len(list((folder / "trees").glob("*.swc"))) == len(ref.roots)
+    # a stated folder; an existing trace folder is refused before any prediction (output not created)
+    stated = large_case["root"] / "stated"
+    assert main(argv[:6] + [str(large_case["root"] / "t2.ome.zarr")] + argv[7:] + [str(stated)]) == 0
+    assert (stated / "trees.csv").is_file()
+    again = large_case["root"] / "t3.ome.zarr"
+    assert main(argv[:6] + [str(again)] + argv[7:] + [str(stated)]) == 2
+    assert not again.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "predict-large"
 HELP = ("segment a volume too large for memory (OME-Zarr, zarr, IMS/HDF5, TIFF) block by block with a "
@@ -35,11 +36,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (same settings)")
     p.add_argument("--no-skip", action="store_true",
                    help="predict every block (default: skip blocks darker than the training foreground)")
-    p.add_argument("--force", action="store_true", help="replace an existing output of this command")
+    p.add_argument("--trace", nargs="?", const="", default=None, metavar="DIR",
+                   help="then trace the written mask with trace-large into DIR (default: OUT's sibling "
+                        "OUT_trace/, e.g. brain_pred.ome.zarr -> brain_pred_trace/): trees/*.swc, "
+                        "all_trees.swc, trees.csv")
+    p.add_argument("--trace-halo", type=int, default=None,
+                   help="tracing margin in voxels (trace-large's --halo; default its default)")
+    p.add_argument("--trace-min-length", type=float, default=0.0,
+                   help="write only trees with at least this cable length (physical units; default 0)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output of this command (and, with --trace, an earlier "
+                        "trace-large folder)")
+
+
+def trace_folder(output: str | Path, trace: str) -> Path:
+    """Where ``--trace`` writes: the folder given, else OUT's sibling ``NAME_trace`` (NAME = OUT without
+    ``.ome.zarr`` / ``.zarr``)."""
+    if trace:
+        return Path(trace)
+    out = Path(output)
+    name = out.name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return out.with_name(name + "_trace")
 
 
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.large.predict import predict_large
+
+    trace_dir = None
+    if args.trace is not None:
+        from nnunetv2_neurino.commands.trace_large import check_trace_options
+        from nnunetv2_neurino.large.trace import DEFAULT_BLOCK, DEFAULT_HALO
+        from nnunetv2_neurino.large.trace_output import check_output_folder
+
+        trace_dir = trace_folder(args.output, args.trace)
+        halo = DEFAULT_HALO if args.trace_halo is None else args.trace_halo
+        check_trace_options(DEFAULT_BLOCK, halo, 10, 1, 0.0, args.trace_min_length)
+        # before hours of prediction: the trace folder must be writable under the rules of trace-large
+        check_output_folder(trace_dir, [Path(args.input), Path(args.output)], args.force)
 
     device = args.device
     if device == "auto":
@@ -52,9 +89,19 @@ def run(args: argparse.Namespace) -> int:
                         scheduler=args.scheduler, resume=args.resume, skip_empty=not args.no_skip,
                         folds=args.folds, checkpoint=args.checkpoint, level=args.level,
                         spacing=tuple(args.spacing) if args.spacing else None, force=args.force)
-    lat = res.lattice
-    print(f"block core {'x'.join(map(str, lat.core))} (patch {'x'.join(map(str, lat.patch))}, "
-          f"step {'x'.join(map(str, lat.step))}), {res.blocks_total} blocks")
-    print(f"{res.output}: {res.blocks_done} predicted, {res.blocks_skipped} skipped as empty, "
-          f"{res.blocks_resumed} already done; {res.seconds:.1f} s, {res.voxels_per_second:.3g} voxels/s")
+    print(res.summary())
+    if trace_dir is not None:
+        from nnunetv2_neurino.commands.trace_large import trace_to_folder
+        from nnunetv2_neurino.large.readers import open_volume
+        from nnunetv2_neurino.large.trace import DEFAULT_BLOCK
+
+        src = res.output / "labels" / "neurites"
+        volume = open_volume(src, level=0)
+        spacing = volume.spacing or (1.0, 1.0, 1.0)
+        rows, n_traced = trace_to_folder(src, volume, trace_dir, [Path(args.input), res.output], spacing,
+                                         DEFAULT_BLOCK, halo, None, 10, args.trace_min_length, None, 0.0, 1,
+                                         args.force)
+        print(f"{trace_dir}: {len(rows)} tree(s) written ({n_traced} traced, "
+              f"{sum(r['nodes'] for r in rows)} nodes; SWCs in {trace_dir / 'trees'}, combined "
+              f"{trace_dir / 'all_trees.swc'}, table {trace_dir / 'trees.csv'})")
     return 0

@@ -63,19 +63,44 @@ def _open(args: argparse.Namespace):
     return src, open_volume(src, level=args.level)
 
 
+def check_trace_options(block: int, halo: int, min_size: int, step: int, prune: float,
+                        min_length: float) -> None:
+    """NeurinoError naming the option for out-of-range tracing settings."""
+    from nnunetv2_neurino.errors import NeurinoError
+
+    for name, value, low in (("--block", block, 1), ("--halo", halo, 0), ("--min-size", min_size, 0),
+                             ("--step", step, 1)):
+        if value < low:
+            raise NeurinoError(f"{name} must be >= {low}, got {value}")
+    if prune < 0 or min_length < 0:
+        raise NeurinoError("--prune and --min-length must be >= 0")
+
+
+def trace_to_folder(src: Path, volume, output: Path, inputs: list[Path], spacing, block: int, halo: int,
+                    threshold: float | None, min_size: int, min_length: float, root, prune: float, step: int,
+                    force: bool) -> tuple[list[dict], int]:
+    """Trace ``volume`` (a :class:`~nnunetv2_neurino.large.readers.LazyVolume`) into the trace-large folder
+    ``output``; returns (trees.csv rows, traced trees)."""
+    from nnunetv2_neurino.large.trace import trace_large
+    from nnunetv2_neurino.large.trace_output import write_trace_outputs
+
+    forest = trace_large(volume.array, spacing, block=block, halo=halo, min_component_size=min_size,
+                         threshold=threshold, root=root, prune_length=prune, resample_step=step,
+                         progress=True)
+    header = (f"traced by neurino trace-large from {src}\nblock={block} halo={halo} threshold={threshold} "
+              f"min_size={min_size} spacing={tuple(spacing)} root={root} prune={prune} step={step}\n"
+              "coordinates: 0-based voxels, x = last array axis")
+    rows = write_trace_outputs(forest, output, spacing, min_length, inputs=inputs, force=force, header=header)
+    return rows, len(forest.roots)
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from nnunetv2_neurino.errors import NeurinoError
-    from nnunetv2_neurino.large.trace import trace_large
-    from nnunetv2_neurino.large.trace_output import check_output_folder, write_trace_outputs
+    from nnunetv2_neurino.large.trace_output import check_output_folder
 
-    for name, value, low in (("--block", args.block, 1), ("--halo", args.halo, 0),
-                             ("--min-size", args.min_size, 0), ("--step", args.step, 1)):
-        if value < low:
-            raise NeurinoError(f"{name} must be >= {low}, got {value}")
-    if args.prune < 0 or args.min_length < 0:
-        raise NeurinoError("--prune and --min-length must be >= 0")
+    check_trace_options(args.block, args.halo, args.min_size, args.step, args.prune, args.min_length)
     check_output_folder(Path(args.output), [Path(args.input)], args.force)     # before hours of work
     src, volume = _open(args)
     spacing = tuple(args.spacing) if args.spacing else (volume.spacing or (1.0, 1.0, 1.0))
@@ -85,14 +110,9 @@ def run(args: argparse.Namespace) -> int:
     if threshold is not None and not 0.0 <= threshold < 1.0 and np.issubdtype(np.dtype(volume.array.dtype),
                                                                                np.floating):
         raise NeurinoError(f"--threshold must be in [0, 1) for a probability map, got {threshold}")
-    forest = trace_large(volume.array, spacing, block=args.block, halo=args.halo,
-                         min_component_size=args.min_size, threshold=threshold, root=args.root,
-                         prune_length=args.prune, resample_step=args.step, progress=True)
-    header = (f"traced by neurino trace-large from {src}\nblock={args.block} halo={args.halo} "
-              f"threshold={threshold} min_size={args.min_size} spacing={spacing} root={args.root} "
-              f"prune={args.prune} step={args.step}\ncoordinates: 0-based voxels, x = last array axis")
-    rows = write_trace_outputs(forest, args.output, spacing, args.min_length, inputs=[args.input],
-                               force=args.force, header=header)
-    print(f"{args.output}: {len(rows)} tree(s) written ({len(forest.roots)} traced, "
+    rows, n_traced = trace_to_folder(src, volume, Path(args.output), [Path(args.input)], spacing, args.block,
+                                     args.halo, threshold, args.min_size, args.min_length, args.root,
+                                     args.prune, args.step, args.force)
+    print(f"{args.output}: {len(rows)} tree(s) written ({n_traced} traced, "
           f"{sum(r['nodes'] for r in rows)} nodes)")
     return 0

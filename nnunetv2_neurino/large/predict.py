@@ -24,7 +24,6 @@ when the plans lack that value or with ``skip_empty=False`` (``--no-skip``).
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.large.engine import (
+    BlockReport,
+    current_worker_share,
+    peak_rss_bytes,
+    run_tasks,
+    torch_threads_rule,
+    usable_cores,
+)
 from nnunetv2_neurino.large.lattice import Lattice, block_tiles, make_lattice, read_box
 from nnunetv2_neurino.large.normalization import IntensityStatistics, sample_statistics
 from nnunetv2_neurino.large.output import (
@@ -78,7 +85,23 @@ class LargePredictionResult:
     blocks_resumed: int
     seconds: float
     voxels_per_second: float
+    peak_worker_rss: int = 0
+    torch_threads: tuple[int, ...] = ()
+    tiles: int = 0
     failed: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The lines ``neurino predict-large`` prints at the end."""
+        lat = self.lattice
+        threads = "/".join(str(t) for t in sorted(set(self.torch_threads))) or "-"
+        return (f"block core {'x'.join(map(str, lat.core))} (patch {'x'.join(map(str, lat.patch))}, step "
+                f"{'x'.join(map(str, lat.step))}), {self.blocks_total} blocks\n"
+                f"{self.output}: {self.blocks_done} predicted, {self.blocks_skipped} skipped as empty, "
+                f"{self.blocks_resumed} already done; {self.seconds:.1f} s, "
+                f"{self.voxels_per_second:.3g} voxels/s, {self.tiles} tiles "
+                f"({self.tiles / max(self.seconds, 1e-9):.3g} tiles/s)\n"
+                f"peak memory of a worker (RSS): {self.peak_worker_rss / 2 ** 20:.0f} MiB; "
+                f"torch threads per worker: {threads}")
 
 
 def _predictor(job: BlockJob):
@@ -100,6 +123,8 @@ def _predictor(job: BlockJob):
         from nnunetv2_neurino.inference.model import load_predictor
         from nnunetv2_neurino.inference.run_folder import resolve_run
 
+        if worker_name is not None:  # a dask worker (OMP_NUM_THREADS=1 there): the rule of .engine
+            torch.set_num_threads(torch_threads_rule(usable_cores(), current_worker_share()))
         _PREDICTORS.clear()
         _PREDICTORS[key] = load_predictor(resolve_run(job.run_dir, list(job.folds)), job.checkpoint, device,
                                           use_mirroring=job.use_mirroring)
@@ -161,8 +186,9 @@ def block_probabilities(predictor, array, stats: IntensityStatistics, lattice: L
     return probs.float().cpu().numpy()
 
 
-def run_block(job: BlockJob, index: tuple[int, int, int]) -> tuple[tuple[int, int, int], str]:
-    """Predict block ``index`` and write its core; returns (index, "done" | "skipped")."""
+def run_block(job: BlockJob, index: tuple[int, int, int]) -> BlockReport:
+    """Predict block ``index`` and write its core; returns its report ("done" | "skipped", peak RSS)."""
+    import torch
     import zarr
 
     from nnunetv2_neurino.inference.predict import mask_from_probabilities
@@ -173,8 +199,9 @@ def run_block(job: BlockJob, index: tuple[int, int, int]) -> tuple[tuple[int, in
     volume = open_volume(job.input, job.level)
     probs = block_probabilities(_predictor(job), volume.array, job.stats, job.lattice, start, stop,
                                 job.skip_below)
-    status = "skipped"
+    status, tiles = "skipped", 0
     if probs is not None:
+        tiles = len(block_tiles(job.lattice, start, stop))
         sl = tuple(slice(a, b) for a, b in zip(start, stop))
         zarr.open_array(out / MASK_PATH / "0", mode="r+")[sl] = mask_from_probabilities(probs, job.threshold)
         if job.save_probabilities:
@@ -182,7 +209,7 @@ def run_block(job: BlockJob, index: tuple[int, int, int]) -> tuple[tuple[int, in
             zarr.open_array(out / PROB_PATH / "0", mode="r+")[sl] = fg
         status = "done"
     marker_path(out, index).write_text(status)  # written after the chunks: a marker means the block is whole
-    return index, status
+    return BlockReport(index, status, peak_rss_bytes(), torch.get_num_threads(), tiles)
 
 
 def _plans_settings(run, level_spacing) -> dict:
@@ -207,14 +234,6 @@ def _plans_settings(run, level_spacing) -> dict:
     return {"patch": tuple(int(p) for p in cfg["patch_size"]), "spacing": tuple(cfg["spacing"]),
             "scheme": cfg["normalization_schemes"][0], "use_mask": bool(cfg["use_mask_for_norm"][0]),
             "intensity_properties": props, "skip_below": props.get("percentile_00_5")}
-
-
-def _default_workers(device: str) -> int:
-    if device == "cuda":
-        import torch
-
-        return max(1, torch.cuda.device_count())
-    return max(1, (os.cpu_count() or 1) // 4)
 
 
 def _prepare_output(out: Path, attrs: dict, shape, core, spacing, save_probabilities: bool,
@@ -244,52 +263,6 @@ def _prepare_output(out: Path, attrs: dict, shape, core, spacing, save_probabili
     return set()
 
 
-def _execute(job: BlockJob, pending: list, scheduler: str | None, workers: int | None) -> tuple[dict, list]:
-    """Run ``run_block`` for every pending block (retried once); returns ({index: status}, failures)."""
-    from tqdm import tqdm
-
-    statuses, failed = {}, []
-    bar = tqdm(total=len(pending), desc="predict-large", unit="block")
-    if scheduler == "synchronous":
-        for index in pending:
-            for attempt in (1, 2):
-                try:
-                    statuses[index] = run_block(job, index)[1]
-                    break
-                except Exception as e:  # noqa: BLE001 - reported with the block index after the retry
-                    if attempt == 2:
-                        failed.append((index, f"{type(e).__name__}: {e}"))
-            bar.update(1)
-        bar.close()
-        return statuses, failed
-    from distributed import Client, LocalCluster, as_completed
-
-    cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = LocalCluster(n_workers=workers or _default_workers(job.device), threads_per_worker=1,
-                               processes=True, dashboard_address=None)
-        client = Client(cluster)
-    try:
-        job_future = client.scatter(job, broadcast=True)
-        futures = {client.submit(run_block, job_future, index, pure=False, retries=1): index
-                   for index in pending}
-        for fut in as_completed(futures):
-            try:
-                index, status = fut.result()
-                statuses[index] = status
-            except Exception as e:  # noqa: BLE001
-                failed.append((futures[fut], f"{type(e).__name__}: {e}"))
-            bar.update(1)
-    finally:
-        bar.close()
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return statuses, failed
-
-
 def predict_large(input_path: str | Path, run_dir: str | Path, output: str | Path, block: int = 256,
                   device: str = "cpu", use_mirroring: bool = True, threshold: float = 0.5,
                   save_probabilities: bool = False, workers: int | None = None, scheduler: str | None = None,
@@ -309,7 +282,8 @@ def predict_large(input_path: str | Path, run_dir: str | Path, output: str | Pat
     use_mirroring : nnU-Net's test-time mirroring (``--disable-tta`` turns it off).
     threshold : foreground probability threshold of the mask, in (0, 1).
     save_probabilities : also write ``probabilities/0`` (uint8 p × 255).
-    workers : LocalCluster workers (default: GPUs on CUDA, cores / 4 on CPU).
+    workers : LocalCluster workers (default: GPUs on CUDA, cores / 4 on CPU); torch threads per worker
+        follow :mod:`.engine` (cores of the host // its workers).
     scheduler : ``tcp://HOST:PORT`` of a running dask scheduler, ``"synchronous"`` (in this process) or
         None (embedded LocalCluster).
     resume : continue an interrupted run with the same settings (finished blocks are skipped).
@@ -355,7 +329,8 @@ def predict_large(input_path: str | Path, run_dir: str | Path, output: str | Pat
                    use_mirroring, str(out.resolve()), lattice, stats, threshold, save_probabilities,
                    skip_below)
     pending = [b for b in lattice.blocks() if b not in done]
-    statuses, failed = _execute(job, pending, scheduler, workers)
+    engine = run_tasks(run_block, job, pending, scheduler, workers, device)
+    failed, statuses = engine.failed, {r.index: r.status for r in engine.reports}
     if failed:
         listed = "; ".join(f"block {i}: {cause}" for i, cause in failed[:5])
         raise NeurinoError(f"{len(failed)} block(s) failed twice ({listed}); the {len(done) + len(statuses)} "
@@ -366,4 +341,7 @@ def predict_large(input_path: str | Path, run_dir: str | Path, output: str | Pat
     return LargePredictionResult(out, lattice, len(lattice.blocks()),
                                  sum(s == "done" for s in statuses.values()),
                                  sum(s == "skipped" for s in statuses.values()), len(done), seconds,
-                                 float(np.prod(lattice.shape)) / max(seconds, 1e-9))
+                                 float(np.prod(lattice.shape)) / max(seconds, 1e-9),
+                                 max((r.peak_rss for r in engine.reports), default=0),
+                                 tuple(r.torch_threads for r in engine.reports),
+                                 sum(r.tiles for r in engine.reports))
