@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="voxel size override in array order (z, y, x)")
     p.add_argument("--min-component-size", type=int, default=10,
                    help="drop mask components smaller than this many voxels before tracing")
+    p.add_argument("--root-rule", choices=("radius", "boundary"), default="radius",
+                   help="where each traced tree is rooted: radius = its thickest node, the soma "
+                        "(default); boundary = the terminal where the fibre enters the volume "
+                        "(see neurino trace --help)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
 
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                            device=args.device or _default_device(), trace=not args.no_trace,
                            spacing=tuple(args.spacing) if args.spacing else None,
                            min_component_size=args.min_component_size, force=args.force,
-                           use_mirroring=not args.disable_tta)
+                           use_mirroring=not args.disable_tta, root_rule=args.root_rule)
         bar.update(1)
     print(f"mask {res.mask_path} shape {res.shape}, {res.n_foreground} foreground voxels")
     if res.probabilities_path is not None:

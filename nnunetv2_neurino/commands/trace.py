@@ -12,6 +12,7 @@ HELP = ("trace a segmentation mask or probability map (NIfTI, TIFF, v3draw, zarr
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from nnunetv2_neurino.tracing.roots import ROOT_RULES
     from nnunetv2_neurino.tracing.vaa3d import TRACERS
 
     p.add_argument("input", help="volume file (.nii.gz/.nii, .tif/.tiff, .v3draw/.v3dpbd, .zarr, .npy, or "
@@ -28,6 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", type=float, nargs=3, metavar=("X", "Y", "Z"),
                    help="soma / seed point in voxel coordinates: its component is rooted there (type 1; "
                         "built-in tracer only)")
+    p.add_argument("--root-rule", choices=ROOT_RULES, default="radius",
+                   help="where each tree is rooted (built-in tracer): radius = its thickest node, the "
+                        "soma of a whole neuron (default); boundary = the terminal where the fibre enters "
+                        "the volume (a terminal on the volume boundary, the one with the longest path into "
+                        "the tree; without one, the end of the longest path with the longer unbranched "
+                        "chain), for fibres whose soma is outside the stack such as the DIADEM olfactory "
+                        "projection fibres; --root overrides it for the seeded tree")
     p.add_argument("--prune", type=float, default=0.0,
                    help="remove terminal branches shorter than this (physical units; default 0 = keep all)")
     p.add_argument("--step", type=int, default=1,
@@ -67,6 +75,9 @@ def _trace_file(path: Path, args: argparse.Namespace):
         if args.root is not None:
             raise NeurinoError(f"--root is used by the built-in tracer only ({args.tracer} chooses its own "
                                "root); drop --root or use --tracer builtin")
+        if args.root_rule != "radius":
+            raise NeurinoError(f"--root-rule is used by the built-in tracer only ({args.tracer} chooses its "
+                               "own root); drop --root-rule or use --tracer builtin")
         tree = trace_with_vaa3d(volume, args.tracer, is_probability=is_prob, threshold=args.threshold,
                                 background_threshold=args.background_threshold,
                                 length_threshold=args.length_threshold)
@@ -74,7 +85,7 @@ def _trace_file(path: Path, args: argparse.Namespace):
             tree = prune_short_branches(tree, args.prune, spacing)
         return resample_chains(tree, args.step) if args.step > 1 else tree
     kwargs = dict(spacing=spacing, min_component_size=args.min_size, root=args.root,
-                  prune_length=args.prune, resample_step=args.step)
+                  prune_length=args.prune, resample_step=args.step, root_rule=args.root_rule)
     if is_prob:
         return trace_probabilities(volume, threshold=args.threshold, **kwargs)
     return trace_mask(volume != 0, **kwargs)
@@ -113,7 +124,8 @@ def _why_empty(path: Path, args: argparse.Namespace) -> str:
 def _header(path: Path, args: argparse.Namespace) -> str:
     return (f"traced by neurino trace ({args.tracer}) from {path.name}\n"
             f"threshold={args.threshold} min_size={args.min_size} spacing={args.spacing} root={args.root} "
-            f"prune={args.prune} step={args.step}\ncoordinates: 0-based voxels, x = last array axis")
+            f"root_rule={args.root_rule} prune={args.prune} step={args.step}\n"
+            "coordinates: 0-based voxels, x = last array axis")
 
 
 def run(args: argparse.Namespace) -> int:

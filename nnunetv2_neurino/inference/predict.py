@@ -98,7 +98,7 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
                  threshold: float = 0.5,
                  device: str = "cpu", trace: bool = True, spacing: tuple[float, float, float] | None = None,
                  min_component_size: int = 10, force: bool = False,
-                 use_mirroring: bool = True) -> PredictionResult:
+                 use_mirroring: bool = True, root_rule: str = "radius") -> PredictionResult:
     """Segment one stack with a trained nnU-Net run and trace it.
 
     Parameters
@@ -117,6 +117,8 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
     force : replace existing outputs.
     use_mirroring : nnU-Net's test-time mirroring over the axes the trainer allowed (its default); False
         is up to 8x faster (``nnUNetv2_predict --disable_tta``).
+    root_rule : where each traced tree is rooted, see :mod:`nnunetv2_neurino.tracing.roots` (``radius``,
+        default; ``boundary`` for fibres entering the volume).
 
     Raises
     ------
@@ -129,6 +131,9 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
 
     if not 0.0 < threshold < 1.0:
         raise NeurinoError(f"--threshold must be in (0, 1), got {threshold}")
+    from nnunetv2_neurino.tracing.roots import check_root_rule
+
+    check_root_rule(root_rule)
     input_path, out_dir = Path(input_path), Path(out_dir)
     name = image_stem(input_path)
     mask_path = out_dir / f"{name}_mask.nii.gz"
@@ -174,7 +179,7 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
     if swc_path is not None:
         from nnunetv2_neurino.tracing import trace_mask
 
-        tree = trace_mask(mask > 0, spacing, min_component_size=min_component_size)
+        tree = trace_mask(mask > 0, spacing, min_component_size=min_component_size, root_rule=root_rule)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_file(mask_path, force=True) as tmp:

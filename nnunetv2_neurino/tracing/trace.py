@@ -4,8 +4,10 @@ Pipeline: remove small components (cc3d) -> 3D skeleton (scikit-image, Lee's met
 even cross-sections by :func:`nnunetv2_neurino.losses.skeleton_utils.skeletonize_keep_branches`: the
 TASL losses' ``skeletonize_robust`` repair plus even-width branches, scikit-image#3757) ->
 26-connected skeleton graph -> minimum spanning forest (breaks cycles) -> one tree per component,
-radius from the Euclidean distance transform (edt, spacing-aware) -> root at the largest-radius node,
-or, for the component nearest a given soma/seed point, at its skeleton voxel nearest that point (type 1).
+radius from the Euclidean distance transform (edt, spacing-aware) -> root at the largest-radius node
+(``root_rule="radius"``) or where the fibre enters the volume (``"boundary"``, see
+:mod:`nnunetv2_neurino.tracing.roots`), or, for the component nearest a given soma/seed point, at its
+skeleton voxel nearest that point (type 1).
 Coordinates are 0-based voxel positions, SWC x = last array axis.
 """
 
@@ -20,6 +22,7 @@ from scipy.spatial import cKDTree
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.losses.skeleton_utils import skeletonize_keep_branches
 from nnunetv2_neurino.swc import BASAL_DENDRITE, SOMA, SWCTree
+from nnunetv2_neurino.tracing.roots import check_root_rule, component_roots
 from nnunetv2_neurino.tracing.skeleton_graph import neighbour_graph, orient_forest, spanning_forest
 
 __all__ = ["trace_mask", "trace_mask_and_largest_component", "trace_probabilities", "prune_short_branches",
@@ -32,13 +35,6 @@ def _check_spacing(spacing) -> np.ndarray:
     if s.shape != (3,) or np.any(~np.isfinite(s)) or np.any(s <= 0):
         raise NeurinoError(f"spacing must be 3 positive numbers (z, y, x), got {np.atleast_1d(spacing)}")
     return s
-
-
-def _largest_per_label(values: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
-    """Index of the first maximum of ``values`` within each label 0..n_labels-1."""
-    order = np.lexsort((np.arange(values.shape[0]), -values, labels))   # label, then value desc, then index
-    first = np.searchsorted(labels[order], np.arange(n_labels))
-    return order[first]
 
 
 def distance_to_background(fg: np.ndarray, points: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
@@ -81,7 +77,7 @@ def distance_to_background(fg: np.ndarray, points: np.ndarray, spacing=(1.0, 1.0
 
 def trace_mask(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0), min_component_size: int = 10,
                root: Sequence[float] | None = None, offset: Sequence[int] = (0, 0, 0),
-               prune_length: float = 0.0, resample_step: int = 1) -> SWCTree:
+               prune_length: float = 0.0, resample_step: int = 1, root_rule: str = "radius") -> SWCTree:
     """Trace a binary mask into an SWC forest (one tree per 26-connected component).
 
     Parameters
@@ -98,6 +94,10 @@ def trace_mask(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0), min
         0 keeps everything (default, voxel-resolution output).
     resample_step : keep every ``resample_step``-th node along unbranched chains (roots, tips and branch
         points are always kept); 1 keeps every skeleton voxel (default).
+    root_rule : where each tree is rooted (:mod:`nnunetv2_neurino.tracing.roots`): ``"radius"`` (default)
+        its largest-radius node, the soma of a whole neuron; ``"boundary"`` the terminal where the fibre
+        enters the volume (the volume is ``mask``, i.e. voxels ``offset .. offset + mask.shape - 1``),
+        for fibres whose soma lies outside the stack. ``root`` overrides the rule for its component.
 
     Returns
     -------
@@ -106,15 +106,23 @@ def trace_mask(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0), min
     axis (``min(spacing)``); type 3, the seeded root type 1.
     """
     spacing = _check_spacing(spacing)
-    fg, offset = _clean_crop(mask, min_component_size, offset)
+    check_root_rule(root_rule)
+    fg, crop_offset = _clean_crop(mask, min_component_size, offset)
     if fg is None:
         return SWCTree.empty()
-    return _trace_clean(fg, spacing, offset, root, prune_length, resample_step)
+    return _trace_clean(fg, spacing, crop_offset, root, prune_length, resample_step, root_rule,
+                        _volume_bounds(mask, offset))
+
+
+def _volume_bounds(mask: np.ndarray, offset) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) inclusive voxel indices of ``mask`` in the output frame (``offset`` = its first voxel)."""
+    lo = np.rint(np.asarray(offset, dtype=np.float64).reshape(3)).astype(np.int64)
+    return lo, lo + np.asarray(np.shape(mask)[-3:], dtype=np.int64) - 1
 
 
 def trace_mask_and_largest_component(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                                     min_component_size: int = 10, offset: Sequence[int] = (0, 0, 0)
-                                     ) -> tuple[SWCTree, SWCTree]:
+                                     min_component_size: int = 10, offset: Sequence[int] = (0, 0, 0),
+                                     root_rule: str = "radius") -> tuple[SWCTree, SWCTree]:
     """Trace a mask once and also give the tree of its largest component (for keep-largest-component).
 
     The second tree has the nodes, radii and segments of
@@ -127,7 +135,8 @@ def trace_mask_and_largest_component(mask: np.ndarray, spacing: Sequence[float] 
 
     Parameters
     ----------
-    mask, spacing, min_component_size, offset : as for :func:`trace_mask`.
+    mask, spacing, min_component_size, offset, root_rule : as for :func:`trace_mask` (the rule looks at
+        each component alone, so the largest component's root is the same in both trees).
 
     Returns
     -------
@@ -135,7 +144,8 @@ def trace_mask_and_largest_component(mask: np.ndarray, spacing: Sequence[float] 
     empty or its largest component has fewer than ``min_component_size`` voxels.
     """
     spacing = _check_spacing(spacing)
-    fg, offset = _clean_crop(mask, 1, offset)
+    check_root_rule(root_rule)
+    fg, crop_offset = _clean_crop(mask, 1, offset)
     if fg is None:
         return SWCTree.empty(), SWCTree.empty()
     labels = cc3d.connected_components(fg, connectivity=26)
@@ -146,8 +156,8 @@ def trace_mask_and_largest_component(mask: np.ndarray, spacing: Sequence[float] 
         return SWCTree.empty(), SWCTree.empty()
     if min_component_size > 1:
         fg = (counts >= min_component_size)[labels]
-    tree = _trace_clean(fg, spacing, offset, None, 0.0, 1)
-    zyx = np.rint(tree.to_zyx() - offset).astype(np.int64)
+    tree = _trace_clean(fg, spacing, crop_offset, None, 0.0, 1, root_rule, _volume_bounds(mask, offset))
+    zyx = np.rint(tree.to_zyx() - crop_offset).astype(np.int64)
     in_largest = labels[zyx[:, 0], zyx[:, 1], zyx[:, 2]] == largest
     return tree, tree.take(in_largest).renumbered()
 
@@ -189,11 +199,11 @@ def _clean_crop(mask: np.ndarray, min_component_size: int, offset) -> tuple[np.n
 
 
 def _trace_clean(fg: np.ndarray, spacing: np.ndarray, offset: np.ndarray, root, prune_length: float,
-                 resample_step: int) -> SWCTree:
+                 resample_step: int, root_rule: str = "radius", bounds=None) -> SWCTree:
     """:func:`trace_mask` after cleaning: ``fg`` is a non-empty bool crop starting at ``offset``."""
     zyx, radius = skeleton_points(fg, spacing)
     return forest_from_skeleton(zyx + np.rint(offset).astype(np.int64), radius, spacing, root, prune_length,
-                                resample_step)
+                                resample_step, root_rule, bounds)
 
 
 def skeleton_points(fg: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
@@ -218,7 +228,8 @@ def skeleton_points(fg: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
 
 def forest_from_skeleton(zyx: np.ndarray, radius: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
                          root: Sequence[float] | None = None, prune_length: float = 0.0,
-                         resample_step: int = 1) -> SWCTree:
+                         resample_step: int = 1, root_rule: str = "radius",
+                         bounds: tuple[np.ndarray, np.ndarray] | None = None) -> SWCTree:
     """Stage 2 of the tracer: skeleton voxels -> SWC forest (graph -> spanning forest -> root -> pruning ->
     resampling). :func:`trace_mask` and the block-wise ``large.trace.trace_large`` both end here.
 
@@ -227,7 +238,10 @@ def forest_from_skeleton(zyx: np.ndarray, radius: np.ndarray, spacing: Sequence[
     zyx : int (K, 3) skeleton voxels (z, y, x) in the output frame, unique, in C order (the order decides
         ties: equal-radius roots and equal-weight spanning-tree edges).
     radius : float (K,) radii (see :func:`skeleton_points`).
-    spacing, root, prune_length, resample_step : as for :func:`trace_mask` (``root`` in the frame of ``zyx``).
+    spacing, root, prune_length, resample_step, root_rule : as for :func:`trace_mask` (``root`` in the frame
+        of ``zyx``).
+    bounds : (lo, hi) inclusive voxel indices of the traced volume in the frame of ``zyx``; needed by
+        ``root_rule="boundary"``.
 
     Returns
     -------
@@ -239,8 +253,7 @@ def forest_from_skeleton(zyx: np.ndarray, radius: np.ndarray, spacing: Sequence[
     if zyx.shape[0] == 0:
         return SWCTree.empty()
     forest, labels = spanning_forest(neighbour_graph(zyx, spacing))
-    n_comp = int(labels.max()) + 1
-    roots = _largest_per_label(radius, labels, n_comp)
+    roots = component_roots(zyx, radius, forest, labels, spacing, root_rule, bounds)
     soma = -1
     if root is not None:
         seed = np.asarray(root, dtype=np.float64).reshape(3)[::-1]       # (z, y, x)
