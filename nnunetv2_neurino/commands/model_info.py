@@ -1,4 +1,4 @@
-"""`neurino model-info`: parameters and GFLOPs of every registered architecture (SPEC §3, table 11).
+"""`neurino model-info`: parameters and GFLOPs of every registered architecture (the paper's table 11).
 
 Fields per architecture (JSON keys):
 
@@ -8,7 +8,7 @@ Fields per architecture (JSON keys):
   one).
 * ``gflops`` — conv + linear multiply-adds (one multiply-add = one FLOP, fvcore's convention) of one forward
   pass on a ``1 × 1 × Z × Y × X`` patch in eval mode with deep supervision on: the implementation-independent
-  target of SPEC §3. Counted on meta tensors (instant).
+  target for the paper's table 11 (docs/benchmarks.md). Counted on meta tensors (instant).
 * ``gflops_fvcore_total`` — fvcore ``FlopCountAnalysis``'s total of a real forward pass (norms included;
   seconds per model at 64³); ``null`` with ``--no-fvcore``.
 """
@@ -27,7 +27,7 @@ from nnunetv2_neurino.networks.complexity import conv_linear_gflops, count_param
 from nnunetv2_neurino.networks.registry import ARCHITECTURES, Architecture, get_architecture
 
 NAME = "model-info"
-HELP = "parameters and GFLOPs (conv+linear, fvcore total) of the registered networks (SPEC table 11)"
+HELP = "parameters and GFLOPs (conv+linear, fvcore total) of the registered networks (the paper's table 11)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
