@@ -16,6 +16,21 @@ import sys
 from nnunetv2_neurino import __version__, commands
 from nnunetv2_neurino.errors import NeurinoError
 
+CONVENTIONS = """\
+conventions shared by every command:
+  inputs   positional when they are one kind of thing, in the order of the command's name
+           (seg-metrics PRED GT, swc-distance A B, trace INPUT, upkern CHECKPOINT, convert KIND SRC,
+           compare EVAL_DIR..., plot-curves RUN_DIR...); flags when a command takes inputs of
+           different kinds (predict -i STACK -m RUN_DIR, evaluate --pred --gt [--images] [--gt-swc],
+           feature-pca --model --image [--gt])
+  outputs  always -o/--output; an existing output is replaced only with --force
+  --device auto|cpu|cuda (default auto: cuda when torch sees one, else cpu)
+  --json   results as one JSON document on stdout (NaN as null) instead of text
+  renamed options keep their old spelling, which still works and prints a deprecation note on stderr:
+           evaluate/swc-distance --threshold -> --distance-threshold (a distance; --threshold is a
+           probability in trace/predict), predict --min-component-size -> --min-size (as in trace)
+"""
+
 
 def _command_modules():
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
@@ -24,7 +39,8 @@ def _command_modules():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neurino", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="neurino", description=__doc__.splitlines()[0], epilog=CONVENTIONS,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _command_modules():

@@ -1,4 +1,5 @@
-"""Data-set converters → nnU-Net raw: layouts from SPEC §6 rebuilt with tiny volumes."""
+"""Data-set converters → nnU-Net raw: the public releases' layouts (BigNeuron, NeuroFly, CWMBS,
+DIADEM OP) rebuilt with tiny volumes."""
 
 from __future__ import annotations
 

@@ -173,7 +173,7 @@ def test_write_topology_summary(folders):
     data = json.loads(path.read_text())
     assert data["n_cases"] == 3 and data["n_failed"] == 1 and data["method"] == "nnUNetTrainerToy"
     f1 = [r["f1"] for r in data["per_case"] if r["status"] == "ok"]
-    assert data["mean"]["f1"]["mean"] == pytest.approx(np.mean(f1))
+    assert data["metrics"]["f1"]["mean"] == pytest.approx(np.mean(f1))
 
 
 def test_unknown_tracer_and_missing_folder(folders, tmp_path, capsys):

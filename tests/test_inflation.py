@@ -1,9 +1,10 @@
-"""DINOv3 ConvNeXt 2D checkpoints → the inflated 3D encoder (SPEC §3).
+"""DINOv3 ConvNeXt 2D checkpoints → the inflated 3D encoder (the paper's supplement §9).
 
 * Inflation equivalence against timm's 2D ``convnext_tiny`` (random weights, no hub access): a volume that
   is constant along depth gives, in every depth slice of every stage output, timm's 2D stage output.
-* Meta, timm and HF transformers key layouts (the renamings below are written from SPEC §3's table, not
-  from the package), as ``.pth`` and ``.safetensors``, load to identical 3D weights.
+* Meta, timm and HF transformers key layouts (the renamings below are written from the three
+  projects' published key names, not from the package), as
+  ``.pth`` and ``.safetensors``, load to identical 3D weights.
 * Bad files: errors name the file and the first offending key; pickles of non-tensors are refused.
 """
 
@@ -52,7 +53,7 @@ def timm_sd(model2d):
 
 
 def to_meta_layout(sd: dict) -> dict:
-    """timm → Meta names (SPEC §3 table), with Meta's ``norms.3`` alias of the final norm."""
+    """timm → Meta names (as in Meta's DINOv3 release), with Meta's ``norms.3`` alias of the final norm."""
     out = {}
     for k, v in sd.items():
         k2 = re.sub(r"^stem\.(\d)\.", r"downsample_layers.0.\1.", k)
@@ -68,7 +69,7 @@ def to_meta_layout(sd: dict) -> dict:
 
 
 def to_hf_layout(sd: dict) -> dict:
-    """timm → HF transformers DINOv3 ConvNeXt names (SPEC §3 table)."""
+    """timm → HF transformers DINOv3 ConvNeXt names (as in transformers' DINOv3 ConvNeXt)."""
     out = {}
     for k, v in sd.items():
         k2 = re.sub(r"^head\.norm\.", "layer_norm.", k)
@@ -121,9 +122,9 @@ DEPTH, SIZE = 32, 32
 
 @pytest.mark.parametrize("in_channels", [3, 1])
 def test_center_inflation_equals_2d_model_on_every_slice(model2d, timm_file, in_channels):
-    """SPEC §3 property: stride-4 stem, centre inflation, volume constant along depth (depth 32): every depth
-    slice of each of the 4 stage outputs equals timm's 2D stage output. in_channels=1: the 2D model sees
-    the slice divided by 3 in each RGB channel."""
+    """I3D-inflation property: stride-4 stem, centre inflation, volume constant along depth (depth 32):
+    every depth slice of each of the 4 stage outputs equals timm's 2D stage output. in_channels=1: the 2D
+    model sees the slice divided by 3 in each RGB channel."""
     torch.manual_seed(1)
     image = torch.randn(1, in_channels, SIZE, SIZE)
     volume = image[:, :, None].expand(-1, -1, DEPTH, -1, -1).contiguous()
@@ -295,7 +296,7 @@ def test_unknown_layout_and_non_tensor_entries(tmp_path):
 
 
 def test_unstrided_depth_keeps_slices_independent(model2d, timm_file):
-    """Anisotropic plan with no striding along z (SPEC §3: stride-1 axis → kernel depth 1 in the stem and the
+    """Anisotropic plan with no striding along z (a stride-1 axis → kernel depth 1 in the stem and the
     downsamplings) and centre inflation (depthwise kernels only in the middle depth slot): every z slice is
     processed on its own: each slice of a volume of *different* slices gives timm's output on that slice."""
     torch.manual_seed(4)

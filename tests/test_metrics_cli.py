@@ -24,7 +24,8 @@ def test_swc_distance_json_hand_case(tmp_path, capsys):
     keys = "ESA12 ESA21 ESA DSA12 DSA21 DSA PDS12 PDS21 PDS n12 n21 n12big n21big".split()
     assert set(keys) <= set(r) and all(isinstance(r[k], (int, float)) for k in keys)
     assert r["ESA"] == pytest.approx(21 / 38) and r["DSA"] == pytest.approx(4) and r["n21"] == 19
-    # SPEC §5 hand case, directional values: A lies on B (0), B's side branch is 6 voxels off A
+    # hand case from Vaa3D neuron_distance's definition; directional values: A lies on B (0),
+    # B's side branch is 6 voxels off A
     assert (r["ESA12"], r["DSA12"], r["PDS12"]) == (0, 0, 0)
     assert r["ESA21"] == pytest.approx(21 / 19) and r["DSA21"] == pytest.approx(4)
     assert r["PDS21"] == pytest.approx(5 / 19) and r["PDS"] == pytest.approx(5 / 38)

@@ -1,4 +1,5 @@
-"""ESA / DSA / PDS: SPEC §5 hand cases, float32 threshold semantics, a brute-force reference, NaN flags."""
+"""ESA / DSA / PDS: hand cases (Vaa3D neuron_distance), float32 threshold semantics, a brute-force
+reference, NaN flags."""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunetv2_neurino.commands._options import add_device_option, resolve_device
+
 NAME = "demo"
 HELP = ("build the built-in neuron data set, train NeurINO and stock nnU-Net on it for the same fixed "
         "number of iterations through nnU-Net's own CLIs, predict, trace, evaluate and print the comparison "
@@ -22,8 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smaller data set and shorter training (about 5 minutes on 2 CPU cores)")
     parser.add_argument("--force", action="store_true",
                         help="reuse a non-empty work folder, replacing the demo's own outputs in it")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="nnU-Net's -device (default: cuda when available, else cpu)")
+    add_device_option(parser, "nnU-Net's -device for training and prediction")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the built-in data set and of both trainings (default 0)")
     parser.add_argument("--safety-seconds", type=float, default=None, metavar="S",
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     _claim_work_dir(Path(args.output), args.force)
     # force=True: the folder is new, empty but for the marker, or an earlier demo run the user lets us replace
-    result = run_demo(args.output, quick=args.quick, force=True, device=args.device, seed=args.seed,
+    result = run_demo(args.output, quick=args.quick, force=True, device=resolve_device(args.device),
+                      seed=args.seed,
                       progress=not args.no_progress, safety_seconds=args.safety_seconds)
     # a case that failed to score is an error; a safety stop is not (its row says it is not comparable)
     return 1 if result.failed_cases else 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nnunetv2_neurino.commands._options import add_json_option, add_renamed_option, print_json
+
 NAME = "evaluate"
 HELP = ("score an nnU-Net prediction folder against ground truth (F1, HD95, ESA/DSA/PDS with and without "
         "keep-largest-component): cases.csv, summary.json, report.md, figures/; exit 1 if any case failed")
@@ -20,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(Vaa3D tracers need VAA3D_BIN or vaa3d on PATH)")
     parser.add_argument("--name", help="method name for tables (default: trainer from the nnU-Net path)")
     parser.add_argument("--dataset", help="data set name (default: from DatasetXXX_NAME in the path)")
-    parser.add_argument("--threshold", type=float, default=2.0, help="DSA/PDS distance threshold, voxels")
+    add_renamed_option(parser, "--distance-threshold", "--threshold", type=float, default=2.0,
+                       dest="threshold",
+                       metavar="D", help="DSA/PDS distance threshold, voxels (default 2)")
     parser.add_argument("--label", type=int, help="score only this label (default: all nonzero labels)")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="override the files' voxel spacing (unit of HD95)")
@@ -28,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--workers", type=int, default=1, help="parallel worker processes (default 1)")
     parser.add_argument("-o", "--output", required=True, help="output folder")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    add_json_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
                          tracers=args.tracer, method=args.name, dataset=args.dataset, workers=args.workers,
                          threshold=args.threshold, label=args.label, spacing=args.spacing,
                          figures=not args.no_figures, force=args.force)
+    if args.json:  # the summary.json document
+        print_json(s)
+        return 1 if s["n_failed"] else 0
     m = s["metrics"]
 
     def pm(key: str, scale: float = 1.0) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunetv2_neurino.commands._options import add_device_option, add_json_option, print_json, resolve_device
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import atomic_file, check_output_paths
 
@@ -24,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="e.g. z:40 (axis z/y/x or 0/1/2; default: the z slice with most GT foreground, "
                         "else the middle)")
     p.add_argument("--stage", type=int, default=0, help="encoder stage, 0 = highest resolution (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_device_option(p, "torch device of the networks")
+    add_json_option(p)
     p.add_argument("-o", "--output", required=True, help="figure (.png/.pdf/.svg)")
     p.add_argument("--force", action="store_true", help="overwrite an existing figure")
 
@@ -39,11 +41,15 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise NeurinoError(f"{out} already exists (pass --force to overwrite)")
     res = feature_pca(args.model, args.image, args.gt, parse_slice(args.slice), args.stage,
-                      args.checkpoint, args.names, args.device, progress=True)
+                      args.checkpoint, args.names, resolve_device(args.device), progress=True)
     with atomic_file(out, force=True) as tmp:
         plot_feature_pca(res, tmp, args.stage)
     where = f"{'zyx'[res.slice.axis]}:{res.slice.index}"
     basis = "shared basis" if res.shared_basis else "separate bases (channel counts differ)"
+    if args.json:
+        print_json({"output": str(out), "slice": where, "stage": args.stage, "shared_basis": res.shared_basis,
+                    "explained_variance_ratio": dict(zip(res.labels, res.explained_variance_ratio))})
+        return 0
     for label, ratio in zip(res.labels, res.explained_variance_ratio):
         print(f"{label}: explained variance ratio PC1-3 {', '.join(f'{r:.3f}' for r in ratio)}")
     print(f"slice {where}, stage {args.stage}, {basis}; wrote {out}")

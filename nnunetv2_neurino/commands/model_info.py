@@ -1,4 +1,4 @@
-"""`neurino model-info`: parameters and GFLOPs of every registered architecture (SPEC §3, table 11).
+"""`neurino model-info`: parameters and GFLOPs of every registered architecture (the paper's table 11).
 
 Fields per architecture (JSON keys):
 
@@ -8,7 +8,7 @@ Fields per architecture (JSON keys):
   one).
 * ``gflops`` — conv + linear multiply-adds (one multiply-add = one FLOP, fvcore's convention) of one forward
   pass on a ``1 × 1 × Z × Y × X`` patch in eval mode with deep supervision on: the implementation-independent
-  target of SPEC §3. Counted on meta tensors (instant).
+  target for the paper's table 11 (docs/benchmarks.md). Counted on meta tensors (instant).
 * ``gflops_fvcore_total`` — fvcore ``FlopCountAnalysis``'s total of a real forward pass (norms included;
   seconds per model at 64³); ``null`` with ``--no-fvcore``.
 """
@@ -16,22 +16,22 @@ Fields per architecture (JSON keys):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
 from tqdm import tqdm
 
+from nnunetv2_neurino.commands._options import add_json_option, print_json
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.networks.complexity import conv_linear_gflops, count_parameters, fvcore_gflops
 from nnunetv2_neurino.networks.registry import ARCHITECTURES, Architecture, get_architecture
 
 NAME = "model-info"
-HELP = "parameters and GFLOPs (conv+linear, fvcore total) of the registered networks (SPEC table 11)"
+HELP = "parameters and GFLOPs (conv+linear, fvcore total) of the registered networks (the paper's table 11)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_option(parser)
     parser.add_argument("--patch", nargs=3, type=int, default=[64, 64, 64], metavar=("Z", "Y", "X"),
                         help="input patch in voxels (default 64 64 64, the paper's)")
     parser.add_argument("--arch", action="append", metavar="NAME",
@@ -92,5 +92,8 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, object]] = {}
     for arch in tqdm(archs, desc="model-info", unit="model", file=sys.stderr, disable=len(archs) < 2):
         results[arch.name] = model_info(arch, patch, fvcore=not args.no_fvcore)  # type: ignore[arg-type]
-    print(json.dumps(results, indent=2) if args.json else format_table(results, patch))  # type: ignore[arg-type]
+    if args.json:
+        print_json(results)
+    else:
+        print(format_table(results, patch))  # type: ignore[arg-type]
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunetv2_neurino.commands._options import add_json_option, print_json
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import atomic_file, check_output_paths
 
@@ -21,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="figure path (.png/.pdf/.svg); the CSV goes beside it")
     p.add_argument("--title", help="figure title")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    add_json_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
         write_curves_csv(curves, tmp)
     with atomic_file(out, force=True) as tmp:
         plot_curves(curves, tmp, args.title)  # tmp keeps the extension: format follows it
+    if args.json:
+        print_json({"figure": str(out), "csv": str(csv_path),
+                    "runs": [{"label": c.label, "fold_dir": str(c.fold_dir), "epochs": c.epochs,
+                              "train_loss": c.train_loss, "val_loss": c.val_loss,
+                              "pseudo_dice": c.pseudo_dice,
+                              "ema_pseudo_dice": c.ema_pseudo_dice} for c in curves]})
+        return 0
     for c in curves:
         print(f"{c.label}: {len(c.epochs)} epoch(s), last val loss {c.val_loss[-1]:.4f}, "
               f"pseudo Dice {c.pseudo_dice[-1]:.4f} (EMA {c.ema_pseudo_dice[-1]:.4f})")

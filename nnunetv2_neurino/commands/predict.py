@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nnunetv2_neurino.commands._options import add_device_option, add_renamed_option, resolve_device
+
 NAME = "predict"
 HELP = ("segment one stack (.tif/.v3draw/.v3dpbd/.zarr/.nii.gz) with a trained nnU-Net run and trace it: "
         "writes OUT/NAME_mask.nii.gz, OUT/NAME.swc and, on request, OUT/NAME_probabilities.npz")
@@ -18,26 +20,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", choices=("final", "best", "latest"), default="final")
     p.add_argument("--save-probabilities", action="store_true", help="also write NAME_probabilities.npz")
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (0.5)")
-    p.add_argument("--device", default=None, choices=("cpu", "cuda"),
-                   help="cpu or cuda (default: cuda when available, else cpu)")
+    add_device_option(p, "torch device of the network")
     p.add_argument("--disable-tta", action="store_true",
                    help="no test-time mirroring (up to 8x faster; as nnUNetv2_predict --disable_tta)")
     p.add_argument("--no-trace", action="store_true", help="skip tracing (no SWC)")
     p.add_argument("--spacing", nargs=3, type=float, metavar=("Z", "Y", "X"),
                    help="voxel size override in array order (z, y, x)")
-    p.add_argument("--min-component-size", type=int, default=10,
-                   help="drop mask components smaller than this many voxels before tracing")
+    add_renamed_option(p, "--min-size", "--min-component-size", type=int, default=10, metavar="N",
+                       dest="min_component_size",
+                       help="drop mask components smaller than this many voxels before tracing (default 10)")
     p.add_argument("--root-rule", choices=("radius", "boundary"), default="radius",
                    help="where each traced tree is rooted: radius = its thickest node, the soma "
                         "(default); boundary = the terminal where the fibre enters the volume "
                         "(see neurino trace --help)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -69,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=1, desc="predict", unit="stack") as bar:
         res = predict_file(args.input, args.model, args.output, folds=args.folds, checkpoint=args.checkpoint,
                            save_probabilities=args.save_probabilities, threshold=args.threshold,
-                           device=args.device or _default_device(), trace=not args.no_trace,
+                           device=resolve_device(args.device), trace=not args.no_trace,
                            spacing=tuple(args.spacing) if args.spacing else None,
                            min_component_size=args.min_component_size, force=args.force,
                            use_mirroring=not args.disable_tta, root_rule=args.root_rule)

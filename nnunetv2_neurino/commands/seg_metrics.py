@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
+from nnunetv2_neurino.commands._options import add_json_option, print_json
 from nnunetv2_neurino.errors import NeurinoError
 
 NAME = "seg-metrics"
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="binarise float volumes (probability maps) at value > THRESHOLD; required "
                              "for volumes with non-integer values, which are refused otherwise")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     r = segmentation_metrics(pred, gt, spacing)
     r["spacing"] = list(spacing)
     if args.json:
-        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}))
+        print_json(r)
         return 0
     print(f"F1        {100 * r['f1']:8.2f} %")
     print(f"precision {100 * r['precision']:8.2f} %")

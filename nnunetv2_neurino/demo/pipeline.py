@@ -17,8 +17,9 @@ them, with ``nnUNet_raw`` / ``nnUNet_preprocessed`` / ``nnUNet_results`` inside 
 5. ``evaluate``  ``neurino evaluate`` (F1, HD95, built-in tracing → ESA/DSA/PDS against the gold SWCs)
 6. ``compare``   ``neurino compare`` tables (Markdown, CSV, LaTeX), printed; loss curves figure
 
-CPU settings (SPEC §2): ``nnUNet_def_n_proc=2``, ``nnUNet_n_proc_DA=0`` — except for the planner, which
-calls ``torch.set_num_threads(nnUNet_n_proc_DA)`` and fails with 0, so it gets at least 1.
+CPU settings (nnU-Net's environment variables): ``nnUNet_def_n_proc=2``, ``nnUNet_n_proc_DA=0`` — except
+for the planner, which calls ``torch.set_num_threads(nnUNet_n_proc_DA)`` and fails with 0, so it gets at
+least 1.
 """
 
 from __future__ import annotations

@@ -74,8 +74,29 @@ def tree_metrics(tracer: str) -> tuple[Metric, ...]:
             Metric(f"{tracer}/PDS", "PDS", False))
 
 
+def summary_file(folder: str | os.PathLike) -> Path:
+    """The summary :func:`load_runs` reads in ``folder``: a ``summary.json`` or ``summary_topology.json`` file
+    given directly, ``summary_topology.json`` in an nnU-Net ``fold_N/validation`` folder (whose
+    ``summary.json`` is nnU-Net's own), else ``summary.json`` (a ``neurino evaluate`` folder)."""
+    folder = Path(folder)
+    if folder.is_file():
+        return folder
+    topo = folder / "summary_topology.json"
+    return topo if topo.is_file() else folder / "summary.json"
+
+
+def _summary_metrics(s: dict) -> dict:
+    """The statistics of a summary: ``"metrics"`` (evaluate's ``summary.json`` and current
+    ``summary_topology.json``) or ``"mean"`` (``summary_topology.json`` written before the schema was one)."""
+    return dict(s["metrics"] if "metrics" in s else s["mean"])
+
+
 def load_runs(eval_dirs: Sequence[str | os.PathLike], names: Sequence[str] | None = None) -> list[Run]:
-    """Read ``summary.json`` of each evaluation folder; ``names`` override the method names (same length).
+    """Read the summary of each folder (:func:`summary_file`); ``names`` override the method names.
+
+    Both ``neurino evaluate``'s ``summary.json`` and the trainers' ``summary_topology.json`` (one schema:
+    :func:`nnunetv2_neurino.evaluation.evaluate.write_topology_summary`) are read, older
+    ``summary_topology.json`` files with their statistics under ``"mean"`` too.
 
     Raises
     ------
@@ -87,13 +108,15 @@ def load_runs(eval_dirs: Sequence[str | os.PathLike], names: Sequence[str] | Non
     runs: list[Run] = []
     seen: dict[tuple[str, str], Path] = {}
     for i, d in enumerate(eval_dirs):
-        path = Path(d) / "summary.json"
+        path = summary_file(d)
         if not path.is_file():
-            raise NeurinoError(f"{d}: no summary.json (is it a `neurino evaluate` output folder?)")
+            raise NeurinoError(f"{d}: no summary.json (is it a `neurino evaluate` output folder?) and no "
+                               "summary_topology.json (an nnU-Net validation folder of a neurino trainer)")
         try:
             s = json.loads(path.read_text(encoding="utf-8"))
-            run = Run(method=str(names[i] if names is not None else s["method"]), dataset=str(s["dataset"]),
-                      tracers=list(s.get("tracers", [])), metrics=dict(s["metrics"]), path=Path(d))
+            run = Run(method=str(names[i] if names is not None else s["method"]),
+                      dataset=str(s["dataset"] or path.resolve().parent.name),
+                      tracers=list(s.get("tracers", [])), metrics=_summary_metrics(s), path=Path(d))
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise NeurinoError(f"{path}: not a valid evaluation summary ({type(e).__name__}: {e})") from None
         key = (run.method, run.dataset)
@@ -168,6 +191,18 @@ def compare(eval_dirs: Sequence[str | os.PathLike], names: Sequence[str] | None 
     cols7 = [Column(d, t, tree_metrics(t + suffix)) for d in datasets for t in tracers]
     t7 = build_table(runs, cols7, title7)
     return {"table6": t6, "table7": t7}
+
+
+def table_dict(t: Table) -> dict:
+    """A table as plain data: title, and per method a list of cells ``{dataset, tracer, METRIC: value}``
+    (display-rounded numbers, ``None`` where missing) with the ranks (``best`` / ``second`` / ``""``)."""
+    rows = {}
+    for m in t.methods:
+        rows[m] = [{"dataset": c.dataset, "tracer": c.tracer,
+                    **{met.label: v for met, v in zip(c.metrics, t.values[m][ci])},
+                    "rank": {met.label: mk for met, mk in zip(c.metrics, t.marks[m][ci])}}
+                   for ci, c in enumerate(t.columns)]
+    return {"title": t.title, "methods": rows}
 
 
 def _num(v: float | None, digits: int) -> str:

@@ -173,7 +173,9 @@ def write_topology_summary(validation_dir: str | os.PathLike, gt_dir: str | os.P
     """Write ``summary_topology.json`` next to nnU-Net's ``summary.json`` in a validation folder.
 
     Meant to be called by a trainer after nnU-Net's final validation (nnU-Net has no hook for custom
-    metrics). No figures, report or CSV: one JSON with the per-case rows and mean ± std.
+    metrics). No figures, report or CSV: one JSON with the per-case rows (``"per_case"``) and the statistics
+    under ``"metrics"``, the schema of :func:`evaluate_folders`'s ``summary.json`` (``neurino compare`` reads
+    both).
 
     Parameters
     ----------
@@ -209,8 +211,9 @@ def write_topology_summary(validation_dir: str | os.PathLike, gt_dir: str | os.P
     out = {"method": parsed["method"], "dataset": parsed["dataset_name"], "tracers": list(tracers),
            "threshold": threshold, "gt_dir": str(gt_dir),
            "gt_swc_dir": str(gt_swc_dir) if gt_swc_dir else None,
-           "n_cases": len(rows), "n_failed": sum(r["status"] != "ok" for r in rows),
-           "mean": summarise(rows, numeric), "per_case": rows,
+           "n_cases": len(rows), "n_ok": sum(r["status"] == "ok" for r in rows),
+           "n_failed": sum(r["status"] != "ok" for r in rows), "metrics": summarise(rows, numeric),
+           "per_case": rows,
            "conventions": {"hd95": HD95_CONVENTION, "tree": VAA3D_CONVENTION, "lcc": LCC_CONVENTION}}
     path = validation_dir / "summary_topology.json"
     with atomic_file(path, force=True) as tmp:

@@ -1,6 +1,7 @@
 """ESA / DSA / PDS between two neuron reconstructions with Vaa3D ``neuron_distance`` semantics.
 
-Definitions (SPEC §5):
+Definitions (Vaa3D's ``neuron_distance`` plugin; the paper's supplement §8 gives simplified one-directional
+forms of them):
 
 * every node ``c`` with a parent ``p`` (roots skipped) is sampled at ``N = int(1 + |c - p| + 0.5)``
   evenly spaced points from ``c`` to ``p``, both ends included (``N <= 1``: only ``c``);

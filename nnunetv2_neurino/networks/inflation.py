@@ -1,4 +1,4 @@
-"""2D DINOv3 ConvNeXt checkpoints → the inflated 3D encoder (SPEC §3).
+"""2D DINOv3 ConvNeXt checkpoints → the inflated 3D encoder (the paper's supplement §9; I3D inflation).
 
 Reads Meta ``.pth``, timm and HF transformers key layouts (``.pth`` via ``torch.load(weights_only=True)`` or
 ``.safetensors``), detects the layout, renames everything to Meta's names (which ``ConvNeXt3DEncoder`` uses),

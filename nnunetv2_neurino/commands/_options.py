@@ -1,0 +1,102 @@
+"""Options every `neurino` command spells the same way: ``--device``, ``--json`` and renamed flags.
+
+* ``--device {auto,cpu,cuda}`` (default ``auto`` = CUDA when torch sees one, else CPU):
+  :func:`add_device_option` and :func:`resolve_device`.
+* ``--json``: results as one JSON document on stdout (NaN written as ``null``), human text otherwise:
+  :func:`add_json_option` and :func:`print_json`.
+* A renamed flag keeps its old spelling as a deprecated alias that still works and prints a note on
+  stderr: :func:`add_renamed_option`.
+
+The leading underscore keeps this module out of the sub-command discovery in :mod:`nnunetv2_neurino.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from nnunetv2_neurino.errors import NeurinoError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def add_device_option(parser: argparse.ArgumentParser, what: str = "torch device") -> None:
+    """Add ``--device {auto,cpu,cuda}`` with default ``auto``; ``what`` says what the device is used for."""
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help=f"{what}: auto (default: cuda when available, else cpu), cpu or cuda")
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` → ``"cuda"`` when torch sees a CUDA device, else ``"cpu"``; ``"cpu"``/``"cuda"`` unchanged.
+
+    Raises
+    ------
+    NeurinoError : ``"cuda"`` asked for on a machine where torch sees no CUDA device, or an unknown name.
+    """
+    if device not in DEVICE_CHOICES:
+        raise NeurinoError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    available = torch.cuda.is_available()
+    if device == "cuda" and not available:
+        raise NeurinoError("--device cuda requested but torch sees no CUDA device (use --device auto or cpu)")
+    return "cuda" if available else "cpu"
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--json``: print the results as one JSON document on stdout instead of text."""
+    parser.add_argument("--json", action="store_true",
+                        help="print the results as one JSON document on stdout (NaN as null) instead of text")
+
+
+def json_clean(value: Any) -> Any:
+    """``value`` with NaN/inf floats → ``None`` and numpy scalars / arrays → Python numbers / lists."""
+    if isinstance(value, dict):
+        return {str(k): json_clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_clean(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return json_clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as strict JSON (no NaN: :func:`json_clean`) on stdout."""
+    print(json.dumps(json_clean(obj), indent=2, allow_nan=False, default=str))
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Store like the new option; when given under an old spelling, print a deprecation note on stderr."""
+
+    def __init__(self, option_strings, dest, deprecated=(), new_name="", **kwargs):
+        self.deprecated = tuple(deprecated)
+        self.new_name = new_name
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.deprecated:
+            print(f"{parser.prog}: note: {option_string} is deprecated, use {self.new_name}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed_option(parser: argparse.ArgumentParser, new: str | list[str], old: str | list[str],
+                       **kwargs) -> argparse.Action:
+    """Add an option under its ``new`` spelling(s) and its ``old`` spelling(s) as deprecated aliases.
+
+    ``kwargs`` are those of ``add_argument`` for a value-taking option (type, default, nargs, help …);
+    ``dest`` defaults to the first new spelling. The help text lists the old spelling as deprecated.
+    """
+    new = [new] if isinstance(new, str) else list(new)
+    old = [old] if isinstance(old, str) else list(old)
+    kwargs.setdefault("dest", new[-1].lstrip("-").replace("-", "_"))
+    help_text = kwargs.pop("help", "")
+    help_text = f"{help_text} ({', '.join(old)}: deprecated alias)".strip()
+    return parser.add_argument(*new, *old, action=_DeprecatedAlias, deprecated=old, new_name=new[-1],
+                               help=help_text, **kwargs)
