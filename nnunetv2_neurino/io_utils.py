@@ -165,7 +165,10 @@ def atomic_file(path: str | os.PathLike, force: bool = True) -> Iterator[Path]:
 
 
 def mark_output(folder: str | os.PathLike) -> None:
-    """Write :data:`OUTPUT_MARKER` into ``folder`` (again, after a writer that empties it, e.g. zarr's mode "w")."""
+    """Write :data:`OUTPUT_MARKER` into ``folder``.
+
+    Also called again after a writer that empties the folder (zarr's mode "w").
+    """
     (Path(folder) / OUTPUT_MARKER).write_text("written by neurino; `--force` may replace this folder\n",
                                               encoding="utf-8")
 
