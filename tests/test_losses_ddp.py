@@ -10,6 +10,7 @@ every topology mode with a tiny deep-supervised conv net.
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import socket
 
@@ -66,7 +67,7 @@ def _loss(mode: str, sync_ddp: bool):
                                 branch_channel=3)
 
 
-def _worker(rank: int, world: int, port: int) -> None:
+def _worker(rank: int, world: int, port: int, done_dir: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
@@ -93,7 +94,11 @@ def _worker(rank: int, world: int, port: int) -> None:
                                            msg=lambda m, mode=mode: f"{mode}: gradient {m}")
             if mode in ("differentiable", "skeleton_recall", "official"):
                 assert not _loss_terms_trivial(mode, ref_loss, x, targets), mode
+            del ddp
+        dist.barrier()  # no rank tears gloo down while its peer still has work in flight
+        open(os.path.join(done_dir, f"rank{rank}.ok"), "w").close()
     finally:
+        gc.collect()
         dist.destroy_process_group()
 
 
@@ -111,5 +116,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-def test_two_gloo_ranks_equal_one_process():
-    mp.spawn(_worker, args=(2, _free_port()), nprocs=2, join=True)
+def test_two_gloo_ranks_equal_one_process(tmp_path):
+    try:
+        mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    except mp.ProcessExitedException:
+        # gloo's C++ threads occasionally abort a process while it exits (pytorch/pytorch#179291).
+        # That is torch's teardown, not our losses: accept it only when every rank had already
+        # passed all its checks; a failed assertion raises ProcessRaisedException instead.
+        if sorted(p.name for p in tmp_path.iterdir()) != ["rank0.ok", "rank1.ok"]:
+            raise
