@@ -245,5 +245,25 @@ def test_reads_touch_only_the_requested_chunks(tmp_path, version):
             p.write_bytes(b"garbage, not a compressed chunk")
     vol = open_volume(tmp_path / "l.zarr")
     assert np.array_equal(vol.array[0:4, 1:4, 0:3], img[0:4, 1:4, 0:3])
-    with pytest.raises(RuntimeError, match="decompression"):      # the codec refuses the garbage chunk
+    with pytest.raises(NeurinoError, match="decompression"):      # the codec refuses the garbage chunk
         vol.array[4:5, 0, 0]
+
+
+# ------------------------------------------------------------------------------------- damaged chunks
+def test_a_truncated_chunk_is_refused_naming_file_and_region(tmp_path):
+    """Issue 11: a chunk cut short (an interrupted copy) is an error naming the volume, never zeros."""
+    import zarr
+
+    img = _volume((8, 8, 8))
+    path = tmp_path / "plain.zarr"
+    arr = zarr.open_array(path, mode="w", shape=img.shape, chunks=(4, 4, 4), dtype=img.dtype, zarr_format=2)
+    arr[:] = img
+    chunk = path / "1.0.1"               # z 4:8, y 0:4, x 4:8
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[: len(data) // 2])
+    vol = open_volume(path)
+    assert np.array_equal(vol.array[:4], img[:4])               # the intact chunks still read exactly
+    with pytest.raises(NeurinoError, match=r"plain\.zarr: cannot read the region \[4:8, 0:8, 0:8\].*corrupt"):
+        vol.array[4:8]
+    with pytest.raises(NeurinoError, match=r"plain\.zarr: cannot read"):
+        pickle.loads(pickle.dumps(vol)).read((slice(4, 8), slice(0, 4), slice(4, 8)))   # on a dask worker

@@ -283,6 +283,23 @@ def test_bad_swc_dir(tmp_path):
     assert not any(p.name.startswith("Dataset013") for p in tmp_path.iterdir())
 
 
+def test_unreadable_swc_files_are_not_drawn(tmp_path):
+    swc_dir = tmp_path / "swcs"
+    swc_dir.mkdir()
+    write_swc(generate_neuron((24, 32, 32), rng=np.random.default_rng(0)), swc_dir / "a_good.swc")
+    (swc_dir / "b_bad.swc").write_text("garbage line\n")
+    with pytest.warns(UserWarning, match=r"1 unreadable SWC file\(s\) not used .*b_bad\.swc:1"):
+        folder = write_neuron_dataset(tmp_path, 15, n_train=2, n_test=1, shape=(24, 32, 32), swc_dir=swc_dir,
+                                      progress=False)
+    log = (folder / "conversion_log.tsv").read_text()
+    assert len(list((folder / "labelsTr").iterdir())) == 2 and len(list((folder / "labelsTs").iterdir())) == 1
+    assert "b_bad" not in log and all(f"a_good.swc, seed 0, case {i}" in log for i in range(3))
+    (swc_dir / "a_good.swc").write_text("1 3 nan 0 0 1 -1\n")
+    with pytest.raises(NeurinoError, match=r"no SWC file could be read .*a_good\.swc:1.*b_bad\.swc:1"):
+        write_neuron_dataset(tmp_path, 16, swc_dir=swc_dir, progress=False)
+    assert not any(p.name.startswith("Dataset016") for p in tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("mode", ["fit", "crop"])
 def test_swc_dir_morphologies_fit_and_label_matches(tmp_path, mode):
     swc_dir = tmp_path / "swcs"

@@ -37,10 +37,12 @@ class ArrayView:
     base : a chunked array (zarr.Array, h5py.Dataset) with ``shape``, ``dtype``, ``chunks``.
     fixed : {axis: index} of the axes that are dropped (e.g. ``{0: 0, 1: channel}`` for t, c).
     shape : the (Z, Y, X) extent kept, <= the base's extent on the kept axes.
+    source : the file or folder, named when a region cannot be read (a truncated or corrupt chunk).
     """
 
-    def __init__(self, base: Any, fixed: dict[int, int], shape: tuple[int, int, int]):
+    def __init__(self, base: Any, fixed: dict[int, int], shape: tuple[int, int, int], source: Any = None):
         self.base, self.fixed, self.shape = base, dict(fixed), tuple(int(s) for s in shape)
+        self.source = source
         self._kept = [a for a in range(len(base.shape)) if a not in self.fixed]
         chunks = getattr(base, "chunks", None) or base.shape
         self.chunks = tuple(int(chunks[a]) for a in self._kept)
@@ -70,7 +72,13 @@ class ArrayView:
             full[a] = idx
         for a, k in zip(self._kept, norm):
             full[a] = k
-        return np.asarray(self.base[tuple(full)])
+        try:
+            return np.asarray(self.base[tuple(full)])
+        except Exception as e:  # codec / HDF5 / TIFF errors of a damaged chunk: name the file and region
+            region = ", ".join(f"{k.start}:{k.stop}" if isinstance(k, slice) else str(k) for k in norm)
+            raise NeurinoError(f"{self.source}: cannot read the region [{region}] (z, y, x): "
+                               f"{type(e).__name__}: {e}. A chunk of the file is truncated or corrupt; "
+                               "nothing is computed from it.") from e
 
     def __array__(self, dtype=None, copy=None):
         # only for small volumes in tests; block code slices explicitly
@@ -84,8 +92,8 @@ class LazyVolume:
 
     Attributes
     ----------
-    array : numpy-sliceable [z, y, x] array (a zarr.Array or :class:`ArrayView`); ``array[a:b, c:d, e:f]``
-        reads only the chunks it touches.
+    array : numpy-sliceable [z, y, x] :class:`ArrayView` of the zarr / HDF5 / TIFF array;
+        ``array[a:b, c:d, e:f]`` reads only the chunks it touches.
     path : the file or folder.
     format : ``"ome-zarr"``, ``"zarr"``, ``"ims"``, ``"hdf5"``, ``"tiff"`` or ``"tiff-series"``.
     level : the resolution level opened (0 = full resolution).
@@ -212,6 +220,9 @@ def open_volume(path: str | os.PathLike, level: int | None = None, channel: int 
               "tiff-series": _formats.open_tiff_series}[fmt]
     vol = opener(path, level, channel, dataset)
     vol._open_args = {"path": str(path), "level": level, "channel": channel, "dataset": dataset}
+    if len(vol.array.shape) == 3 and not isinstance(vol.array, ArrayView):
+        vol.array = ArrayView(vol.array, {}, vol.array.shape)
+    vol.array.source = path
     if len(vol.array.shape) != 3:
         raise NeurinoError(f"{path}: level {vol.level} has shape {tuple(vol.array.shape)}; a 3D (z, y, x) "
                            "volume is expected")

@@ -146,6 +146,25 @@ def list_swc_files(swc_dir: str | os.PathLike) -> list[Path]:
     return files
 
 
+def _readable_swc_files(files: list[Path]) -> list[Path]:
+    """The SWC files that parse, warning once about each one that does not (so no case draws it)."""
+    good, bad = [], []
+    for swc_file in files:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")     # per-file notes go to the conversion log later
+                read_swc(swc_file)
+            good.append(swc_file)
+        except NeurinoError as e:
+            bad.append(str(e))
+    if not good:
+        raise NeurinoError(f"--swc-dir {files[0].parent}: no SWC file could be read ({'; '.join(bad[:5])})")
+    if bad:
+        warnings.warn(f"--swc-dir: {len(bad)} unreadable SWC file(s) not used ({'; '.join(bad[:5])})",
+                      stacklevel=3)
+    return good
+
+
 def _loader(seed: int, index: int, shape, spacing, swc_file: Path | None, mp, ip, dtype, swc_mode, swc_scale):
     def load() -> LoadedCase:
         notes = []
@@ -205,7 +224,7 @@ def write_neuron_dataset(raw_root: str | os.PathLike | None, dataset_id: int, na
     if not swc_scale > 0:
         raise NeurinoError(f"--swc-scale must be positive, got {swc_scale}")
     shape, spacing = _check_shape_spacing(shape, spacing)
-    files = list_swc_files(swc_dir) if swc_dir is not None else None
+    files = _readable_swc_files(list_swc_files(swc_dir)) if swc_dir is not None else None
     mp = MorphologyParams() if morphology_params is None else morphology_params
     ip = ImagingParams() if imaging_params is None else imaging_params
     n = n_train + n_test
