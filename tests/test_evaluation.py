@@ -233,3 +233,42 @@ def test_compare_reads_evaluate_output(evaluated):
     assert tables["table7"].columns[0].tracer == "builtin"
     pds = summary["metrics"]["builtin/PDS"]["mean"]
     assert tables["table7"].values["nnUNetTrainerToy"][0][2] == round(pds, 2)
+
+
+def test_root_at_gold_reroots_traced_trees_and_reports_the_distance(evaluated, folders, tmp_path, capsys):
+    """Issue 10 §5: with the gold tree rooted at a branch tip, the traced root (at the stem's end) lies far
+    from it; --root-at-gold moves each traced root to its node nearest the gold root. ESA/DSA/PDS do not
+    depend on roots, so they stay the same."""
+    from nnunetv2_neurino.tracing.trace import trace_mask
+
+    dirs, _, masks = folders
+    swc = tmp_path / "swc_tip_root"
+    swc.mkdir()
+    tip_rooted = "3 3 6 28 16 1.5 -1\n2 3 16 16 16 1.5 3\n1 3 16 4 16 1.5 2\n4 3 26 28 16 1.5 2\n"
+    for case in ("caseA", "caseB", "caseC"):
+        (swc / f"{case}.swc").write_text(tip_rooted)
+    gold_root = np.array([6.0, 28.0, 16.0])
+    traced = trace_mask(masks["caseA"])                  # the tracer evaluate runs, on the same mask
+    default_dist = float(np.min(np.linalg.norm(traced.xyz[traced.parent_index < 0] - gold_root, axis=1)))
+    nearest = float(np.min(np.linalg.norm(traced.xyz - gold_root, axis=1)))
+    assert default_dist > 10 and nearest < 2
+    runs = {}
+    for flag in ([], ["--root-at-gold"]):
+        out = tmp_path / ("seeded" if flag else "default")
+        rc = main(["evaluate", "--pred", str(dirs["pred"]), "--gt", str(dirs["gt"]), "--gt-swc", str(swc),
+                   *flag, "--no-figures", "-o", str(out)])
+        assert rc == 1 and "root " in capsys.readouterr().out            # caseC is still the corrupt one
+        with open(out / "cases.csv", newline="") as f:
+            runs[bool(flag)] = {r["case"]: r for r in csv.DictReader(f)}
+        assert json.loads((out / "summary.json").read_text())["root_at_gold"] is bool(flag)
+    default, seeded = runs[False], runs[True]
+    assert float(default["caseA"]["builtin/root_dist"]) == pytest.approx(default_dist, abs=1e-4)
+    assert float(seeded["caseA"]["builtin/root_dist"]) == pytest.approx(nearest, abs=1e-4)
+    for case in ("caseA", "caseB"):
+        assert float(seeded[case]["builtin/root_dist"]) <= float(default[case]["builtin/root_dist"])
+        for key in ("ESA", "DSA", "PDS"):
+            col = f"builtin/{key}"
+            assert float(seeded[case][col]) == pytest.approx(float(default[case][col]))
+    assert main(["evaluate", "--pred", str(dirs["pred"]), "--gt", str(dirs["gt"]), "--root-at-gold",
+                 "-o", str(tmp_path / "no_swc")]) == 2
+    assert "--gt-swc" in capsys.readouterr().err and not (tmp_path / "no_swc").exists()

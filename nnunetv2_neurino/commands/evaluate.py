@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", type=int, help="score only this label (default: all nonzero labels)")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="override the files' voxel spacing (unit of HD95)")
+    parser.add_argument("--root-at-gold", action="store_true",
+                        help="re-root each traced tree at its node nearest the gold SWC's root (the seed "
+                             "point the DIADEM challenge gave tracers); needs --gt-swc. The distance from "
+                             "the gold root to the nearest traced root is reported either way (root_dist)")
     parser.add_argument("--no-figures", action="store_true", help="skip the per-case PNG figures")
     parser.add_argument("-j", "--workers", type=int, default=1, help="parallel worker processes (default 1)")
     parser.add_argument("-o", "--output", required=True, help="output folder")
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     s = evaluate_folders(args.pred, args.gt, args.output, images_dir=args.images, gt_swc_dir=args.gt_swc,
                          tracers=args.tracer, method=args.name, dataset=args.dataset, workers=args.workers,
                          threshold=args.threshold, label=args.label, spacing=args.spacing,
-                         figures=not args.no_figures, force=args.force)
+                         figures=not args.no_figures, force=args.force, root_at_gold=args.root_at_gold)
     if args.json:  # the summary.json document
         print_json(s)
         return 1 if s["n_failed"] else 0
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  F1 % {pm('f1', 100)}   HD95 {pm('hd95')}")
     for t in s["tracers"]:
         for v in (t, t + "+lcc"):
-            print(f"  {v:16} ESA {pm(v + '/ESA')}  DSA {pm(v + '/DSA')}  PDS {pm(v + '/PDS')}")
+            root = f"  root {pm(v + '/root_dist')}" if s["gt_swc_dir"] else ""
+            print(f"  {v:16} ESA {pm(v + '/ESA')}  DSA {pm(v + '/DSA')}  PDS {pm(v + '/PDS')}{root}")
     for f in s["failed"]:
         print(f"  FAILED {f['case']}: {f['error']}")
     figs = "" if args.no_figures else ", figures/"

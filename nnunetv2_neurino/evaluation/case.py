@@ -3,7 +3,10 @@
 Row keys (flat, CSV-ready): ``case``, ``status`` (``ok`` / ``failed``), ``error``, ``f1``, ``precision``,
 ``recall``, ``hd95``, ``hd95_flag``, ``gt_tree`` (``swc file`` or ``traced GT mask``), and per tracer ``T``
 and variant ``V`` in (``T``, ``T+lcc``): ``V/ESA V/DSA V/PDS V/ESA12 V/ESA21 V/DSA12 V/DSA21 V/PDS12 V/PDS21
-V/nodes V/flag``. Direction 12 = traced prediction → ground truth.
+V/nodes V/root_dist V/flag``. Direction 12 = traced prediction → ground truth. ``V/root_dist``: distance
+(voxels) from the gold SWC's root to the nearest root of the traced forest (NaN without a gold SWC); with
+``root_at_gold`` every traced tree is first re-rooted at its node nearest that gold root (the DIADEM
+challenge gave tracers the seed point). ESA / DSA / PDS do not depend on the roots.
 """
 
 from __future__ import annotations
@@ -53,7 +56,22 @@ def keep_largest_component(mask: np.ndarray) -> np.ndarray:
 
 def tree_columns(tracers: Sequence[str]) -> list[str]:
     """Column names of the tree metrics for ``tracers`` (both variants), in CSV order."""
-    return [f"{t}{v}/{k}" for t in tracers for v in ("", LCC) for k in (*TREE_KEYS, "nodes", "flag")]
+    return [f"{t}{v}/{k}" for t in tracers for v in ("", LCC) for k in (*TREE_KEYS, "nodes", "root_dist",
+                                                                          "flag")]
+
+
+def _gold_root(tree) -> np.ndarray | None:
+    """(x, y, z) of the gold tree's first root (DIADEM gold standards have exactly one)."""
+    roots = np.flatnonzero(tree.parent_index < 0)
+    return None if roots.size == 0 else tree.xyz[roots[0]].astype(np.float64)
+
+
+def _root_distance(tree, point: np.ndarray | None) -> float:
+    """Distance from ``point`` to the nearest root of ``tree`` (NaN when either is missing)."""
+    roots = np.flatnonzero(tree.parent_index < 0) if tree.n else np.empty(0, dtype=np.int64)
+    if point is None or roots.size == 0:
+        return float("nan")
+    return float(np.sqrt(np.min(np.sum((tree.xyz[roots] - point) ** 2, axis=1))))
 
 
 def _foreground(arr: np.ndarray, label: int | None) -> np.ndarray:
@@ -61,7 +79,8 @@ def _foreground(arr: np.ndarray, label: int | None) -> np.ndarray:
 
 
 def score_case(files: CaseFiles, tracers: Sequence[str], threshold: float = 2.0, label: int | None = None,
-               spacing: Sequence[float] | None = None, figure_path: Path | None = None) -> dict:
+               spacing: Sequence[float] | None = None, figure_path: Path | None = None,
+               root_at_gold: bool = False) -> dict:
     """Score one case (raises on bad input; :func:`score_case_safe` turns that into a failed row).
 
     Parameters
@@ -72,6 +91,7 @@ def score_case(files: CaseFiles, tracers: Sequence[str], threshold: float = 2.0,
     label : label value scored (default: every nonzero label is foreground).
     spacing : (z, y, x) override; default: the ground-truth file's spacing (must match the prediction's).
     figure_path : write the case figure (PNG) there when given.
+    root_at_gold : re-root each traced tree at its node nearest the gold SWC's root (needs ``files.gt_swc``).
 
     Returns
     -------
@@ -82,6 +102,7 @@ def score_case(files: CaseFiles, tracers: Sequence[str], threshold: float = 2.0,
     from nnunetv2_neurino.metrics.segmentation import segmentation_metrics
     from nnunetv2_neurino.metrics.volume_io import read_label_volume, same_spacing
     from nnunetv2_neurino.swc import read_swc
+    from nnunetv2_neurino.tracing.roots import reroot_near
 
     if files.pred is None:
         raise NeurinoError(f"case {files.case}: no prediction file")
@@ -107,14 +128,20 @@ def score_case(files: CaseFiles, tracers: Sequence[str], threshold: float = 2.0,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # missing parents become roots; reported by swc-distance
             gt_file_tree = read_swc(files.gt_swc)
+    elif root_at_gold:
+        raise NeurinoError(f"case {files.case}: --root-at-gold needs a gold SWC (--gt-swc)")
+    gold_root = _gold_root(gt_file_tree) if gt_file_tree is not None else None
     drawn: dict = {}
     for name in tracers:
         gt_tree = gt_file_tree if gt_file_tree is not None else get_tracer(name)(gt, sp)
         for variant, tree in zip(("", LCC), trace_with_and_without_lcc(name, pred, sp)):
+            if root_at_gold and gold_root is not None:
+                tree = reroot_near(tree, gold_root)
             r = neuron_distance(tree, gt_tree, threshold=threshold)
             key = f"{name}{variant}"
             row.update({f"{key}/{k}": r[k] for k in TREE_KEYS})
             row[f"{key}/nodes"] = len(tree)
+            row[f"{key}/root_dist"] = _root_distance(tree, gold_root)
             row[f"{key}/flag"] = r["flag"]
             drawn[key] = (tree, gt_tree)
     if figure_path is not None:

@@ -76,12 +76,16 @@ def _run_cases(cases: Sequence[CaseFiles], workers: int, progress: bool, kwargs_
     return [rows[c.case] for c in cases]
 
 
+ROOT_CONVENTION = ("distance (voxels) from the gold SWC's root to the nearest root of the traced forest; "
+                   "with root_at_gold each traced tree was first re-rooted at its node nearest that root")
+
+
 def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                      images_dir: str | os.PathLike | None = None, gt_swc_dir: str | os.PathLike | None = None,
                      tracers: Sequence[str] = ("builtin",), method: str | None = None,
                      dataset: str | None = None, workers: int = 1, threshold: float = 2.0,
                      label: int | None = None, spacing: Sequence[float] | None = None, figures: bool = True,
-                     force: bool = False, progress: bool = True) -> dict:
+                     force: bool = False, progress: bool = True, root_at_gold: bool = False) -> dict:
     """Score every case of an nnU-Net prediction folder and write the evaluation folder ``out_dir``.
 
     Parameters
@@ -102,6 +106,9 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
     label : scored label value (default: all nonzero labels are foreground).
     spacing : (z, y, x) override of the files' spacing (HD95 unit).
     figures : write ``figures/CASE.png``.
+    root_at_gold : re-root each traced tree at its node nearest the gold SWC's root before scoring
+        (needs ``gt_swc_dir``); the distance from the gold root to the nearest traced root is reported
+        either way (``V/root_dist``, voxels).
 
     Returns
     -------
@@ -120,6 +127,8 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
         from nnunetv2_neurino.tracing.vaa3d import find_vaa3d
 
         find_vaa3d()  # no Vaa3D: say how to get it once, before any work, instead of failing every case
+    if root_at_gold and gt_swc_dir is None:
+        raise NeurinoError("--root-at-gold needs the gold SWCs (--gt-swc): the root is taken from them")
     cases = collect_cases(pred_dir, gt_dir, images_dir, gt_swc_dir)
     parsed = names_from_results_path(pred_dir)
     method = method or parsed["method"] or Path(pred_dir).resolve().name
@@ -133,7 +142,8 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
 
         def kwargs_for(c: CaseFiles) -> dict:
             return dict(tracers=list(tracers), threshold=threshold, label=label, spacing=spacing,
-                        figure_path=(fig_dir / f"{c.case}.png") if figures else None)
+                        figure_path=(fig_dir / f"{c.case}.png") if figures else None,
+                        root_at_gold=root_at_gold)
 
         rows = _run_cases(cases, workers, progress, kwargs_for)
         tcols = tree_columns(tracers)
@@ -153,11 +163,12 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
                                                                "fold")},
             "pred_dir": str(Path(pred_dir).resolve()), "gt_dir": str(Path(gt_dir).resolve()),
             "gt_swc_dir": str(Path(gt_swc_dir).resolve()) if gt_swc_dir else None,
-            "tracers": list(tracers), "threshold": threshold, "label": label,
+            "tracers": list(tracers), "threshold": threshold, "label": label, "root_at_gold": root_at_gold,
             "n_cases": len(rows), "n_ok": len(rows) - len(failed), "n_failed": len(failed), "failed": failed,
             "gt_tree_note": gt_note,
             "metrics": summarise(rows, numeric),
             "conventions": {"hd95": HD95_CONVENTION, "tree": VAA3D_CONVENTION, "lcc": LCC_CONVENTION,
+                            "root_dist": ROOT_CONVENTION,
                             "std": "population standard deviation (ddof 0) over scored cases, NaNs excluded"},
         }
         (tmp / "summary.json").write_text(_dumps(summary), encoding="utf-8")
