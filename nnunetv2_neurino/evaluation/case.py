@@ -62,16 +62,16 @@ def tree_columns(tracers: Sequence[str]) -> list[str]:
 
 def _gold_root(tree) -> np.ndarray | None:
     """(x, y, z) of the gold tree's first root (DIADEM gold standards have exactly one)."""
-    roots = np.flatnonzero(tree.parent_index < 0)
+    roots = tree.roots
     return None if roots.size == 0 else tree.xyz[roots[0]].astype(np.float64)
 
 
 def _root_distance(tree, point: np.ndarray | None) -> float:
     """Distance from ``point`` to the nearest root of ``tree`` (NaN when either is missing)."""
-    roots = np.flatnonzero(tree.parent_index < 0) if tree.n else np.empty(0, dtype=np.int64)
+    roots = tree.roots
     if point is None or roots.size == 0:
         return float("nan")
-    return float(np.sqrt(np.min(np.sum((tree.xyz[roots] - point) ** 2, axis=1))))
+    return float(np.min(np.linalg.norm(tree.xyz[roots] - point, axis=1)))
 
 
 def _foreground(arr: np.ndarray, label: int | None) -> np.ndarray:

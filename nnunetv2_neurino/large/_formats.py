@@ -21,9 +21,10 @@ def _level_index(path, level: int | None, n_levels: int) -> int:
 
 
 def _to_3d(arr, names: list[str], channel: int | None, path, level: int):
-    """A [z, y, x] view of ``arr`` whose axes are called ``names`` (t, c, z, y, x, or '?' = unknown)."""
+    """A [z, y, x] :class:`ArrayView` of ``arr`` whose axes are called ``names`` (t, c, z, y, x, or '?' =
+    unknown); read errors name ``path``."""
     if len(arr.shape) == 3 and channel is None:
-        return arr
+        return ArrayView(arr, {}, tuple(arr.shape), source=path)
     if len(names) != len(arr.shape) or [n for n in names if n in "zyx"] != ["z", "y", "x"]:
         raise NeurinoError(f"{path}: level {level} has shape {tuple(arr.shape)} with axes {names}; a 3D "
                            "(z, y, x) volume is expected")
@@ -46,7 +47,7 @@ def _to_3d(arr, names: list[str], channel: int | None, path, level: int):
     if channel is not None and not any(names[a] == "c" for a in fixed):
         raise NeurinoError(f"{path}: a channel was requested but the volume has no channel axis")
     kept = [s for a, s in enumerate(arr.shape) if a not in fixed]
-    return ArrayView(arr, fixed, tuple(kept))
+    return ArrayView(arr, fixed, tuple(kept), source=path)
 
 
 def _plain_names(ndim: int, channel: int | None) -> list[str]:
@@ -203,7 +204,7 @@ def _open_ims(path: Path, f, level, channel) -> LazyVolume:
         spacing = tuple((extent / np.asarray(shape, float)).tolist()) if extent is not None else None
         levels.append((shape, spacing))
     data = f[f"DataSet/{names[level]}/TimePoint 0/Channel {ch}/Data"]
-    view = ArrayView(data, {}, levels[level][0])
+    view = ArrayView(data, {}, levels[level][0], source=path)
     return LazyVolume(array=view, path=path, format="ims", level=level, levels=levels,
                       spacing=levels[level][1], attrs={"channels": n_channels}, _keepalive=f)
 

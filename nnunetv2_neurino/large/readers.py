@@ -220,9 +220,6 @@ def open_volume(path: str | os.PathLike, level: int | None = None, channel: int 
               "tiff-series": _formats.open_tiff_series}[fmt]
     vol = opener(path, level, channel, dataset)
     vol._open_args = {"path": str(path), "level": level, "channel": channel, "dataset": dataset}
-    if len(vol.array.shape) == 3 and not isinstance(vol.array, ArrayView):
-        vol.array = ArrayView(vol.array, {}, vol.array.shape)
-    vol.array.source = path
     if len(vol.array.shape) != 3:
         raise NeurinoError(f"{path}: level {vol.level} has shape {tuple(vol.array.shape)}; a 3D (z, y, x) "
                            "volume is expected")
