@@ -30,7 +30,7 @@ test-gpu: $(STAMP)
 	PY=$(VENV)/bin/python bash benchmarks/gpu_check.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check nnunetv2_neurino dataset_conversion tests benchmarks
+	$(VENV)/bin/ruff check nnunetv2_neurino tests benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

@@ -7,9 +7,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["nnunetv2_neurino", "nnunetv2_neurino.*", "trainer_configs",
-                                    "dataset_conversion", "dataset_conversion.*"]),
-    package_data={"trainer_configs": ["*.json"]},
+    # everything installs under the package's own name (converters and trainer configs included), so no
+    # generic top-level name such as `dataset_conversion` lands in site-packages
+    packages=find_packages(include=["nnunetv2_neurino", "nnunetv2_neurino.*"]),
+    package_data={"nnunetv2_neurino.trainer_configs": ["*.json", "README.md"]},
     include_package_data=True,
     install_requires=[
         "nnunetv2>=2.8.0,<2.9",

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from dataset_conversion.neurofly import read_graph_db, skeleton_to_tubes
-from dataset_conversion.run import convert
 from nnunetv2_neurino.cli import main
 from nnunetv2_neurino.data.nnunet_raw import split_train_test, unique_case_names
 from nnunetv2_neurino.data.readers import write_image
+from nnunetv2_neurino.dataset_conversion.neurofly import read_graph_db, skeleton_to_tubes
+from nnunetv2_neurino.dataset_conversion.run import convert
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.swc import SWCTree, read_swc, write_swc
 

@@ -10,11 +10,11 @@ import pytest
 import SimpleITK as sitk
 import tifffile
 
-from dataset_conversion.diadem import DEFAULT_SPACING
-from dataset_conversion.run import convert
 from nnunetv2_neurino.cli import main
 from nnunetv2_neurino.data.nnunet_raw import count_nodes_outside
 from nnunetv2_neurino.data.render import render_swc
+from nnunetv2_neurino.dataset_conversion.diadem import DEFAULT_SPACING
+from nnunetv2_neurino.dataset_conversion.run import convert
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.swc import SWCTree, read_swc, write_swc
 

@@ -73,8 +73,8 @@ def test_reroot_near_keeps_segments():
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_diadem_roots_land_on_the_gold_root(shared_dir, k):
-    from dataset_conversion.diadem import DEFAULT_SPACING
     from nnunetv2_neurino.data.slices import read_slice_folder
+    from nnunetv2_neurino.dataset_conversion.diadem import DEFAULT_SPACING
 
     base = shared_dir / "data" / "diadem_op" / "OlfactoryProjectionFibers"
     if not base.is_dir():

@@ -162,7 +162,7 @@ def test_custom_config_reaches_the_running_trainer(nnunet_dirs, custom_trainer_c
 
 
 def _shipped(name):
-    return json.loads((resources.files("trainer_configs") / f"{name}.json").read_text())
+    return json.loads((resources.files("nnunetv2_neurino.trainer_configs") / f"{name}.json").read_text())
 
 
 @pytest.mark.parametrize("cls,name", [(nnUNetTrainerNeurINO_paper32, "paper32"),

@@ -10,7 +10,7 @@ HELP = ("convert BigNeuron / NeuroFly / CWMBS / DIADEM OP / generic image+SWC fo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dataset_conversion.run import CONVERTERS
+    from nnunetv2_neurino.dataset_conversion.run import CONVERTERS
 
     parser.add_argument("kind", choices=CONVERTERS, help="layout of SRC")
     parser.add_argument("src", help="data set folder (generic: the image folder)")
@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     import importlib
     from pathlib import Path
 
-    from dataset_conversion.run import convert
     from nnunetv2_neurino.data.nnunet_raw import dataset_folder_name, format_report, resolve_raw_root
+    from nnunetv2_neurino.dataset_conversion.run import convert
     from nnunetv2_neurino.errors import NeurinoError
     from nnunetv2_neurino.io_utils import check_output_folder, check_output_paths
 
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise NeurinoError(f"{src}: no such file or folder")
     if src.is_dir() and not any(p.is_file() and not p.name.startswith(".") for p in src.rglob("*")):
         raise NeurinoError(f"{src} holds no files: nothing to convert")
-    name = args.name or importlib.import_module(f"dataset_conversion.{args.kind}").DEFAULT_NAME
+    converter = importlib.import_module(f"nnunetv2_neurino.dataset_conversion.{args.kind}")
+    name = args.name or converter.DEFAULT_NAME
     target = resolve_raw_root(args.output) / dataset_folder_name(args.dataset_id, name)
     check_output_paths([target], [src, args.swc_dir])
     check_output_folder(target, args.force)
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                            "`neurino convert --help` and docs/ for the expected layout)") from None
     print(format_report(report))
     if args.kind == "diadem":
-        from dataset_conversion.diadem import DEFAULT_SPACING
+        from nnunetv2_neurino.dataset_conversion.diadem import DEFAULT_SPACING
 
         used = tuple(args.spacing) if args.spacing else DEFAULT_SPACING
         origin = "--spacing" if args.spacing else "the DIADEM OP voxel size; --spacing Z Y X overrides"

@@ -32,7 +32,7 @@ from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.trainers.nnUNetTrainerNeurINO import nnUNetTrainerNeurINO
 from nnunetv2_neurino.trainers.patch import write_patch_size
 
-CONFIG_PACKAGE = "trainer_configs"
+CONFIG_PACKAGE = "nnunetv2_neurino.trainer_configs"
 
 #: class attributes a config's ``settings`` may set (nnU-Net's hyperparameters + the AdamW/poly recipe)
 SETTINGS_TYPES: dict[str, type] = {

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dataset_conversion.common import cases_from_folders, require_folder
 from nnunetv2_neurino.data.nnunet_raw import CaseSource, Skipped
+from nnunetv2_neurino.dataset_conversion.common import cases_from_folders, require_folder
 from nnunetv2_neurino.errors import NeurinoError
 
 DEFAULT_NAME = "CWMBS"

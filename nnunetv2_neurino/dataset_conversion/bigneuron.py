@@ -12,9 +12,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dataset_conversion.common import list_images, pair_images_with_swcs, require_folder, swc_case
 from nnunetv2_neurino.data.nnunet_raw import CaseSource, Skipped, unique_case_names
 from nnunetv2_neurino.data.readers import image_stem
+from nnunetv2_neurino.dataset_conversion.common import (
+    list_images,
+    pair_images_with_swcs,
+    require_folder,
+    swc_case,
+)
 from nnunetv2_neurino.errors import NeurinoError
 
 DEFAULT_NAME = "BigNeuron"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from dataset_conversion.common import cases_from_folders, require_folder
 from nnunetv2_neurino.data.nnunet_raw import CaseSource, Skipped
+from nnunetv2_neurino.dataset_conversion.common import cases_from_folders, require_folder
 
 
 def find_cases(images: str | os.PathLike, swc_dir: str | os.PathLike | None = None, radius_floor: float = 1.0,

@@ -18,8 +18,8 @@ import os
 import re
 from pathlib import Path
 
-from dataset_conversion.common import outside_node_notes, require_folder
 from nnunetv2_neurino.data.nnunet_raw import CaseSource, LoadedCase, Skipped, unique_case_names
+from nnunetv2_neurino.dataset_conversion.common import outside_node_notes, require_folder
 from nnunetv2_neurino.errors import NeurinoError
 
 DEFAULT_NAME = "DIADEM_OP"

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_conversion.common import list_images, relative_name, require_folder
 from nnunetv2_neurino.data.nnunet_raw import CaseSource, LoadedCase, Skipped, unique_case_names
 from nnunetv2_neurino.data.readers import image_stem, read_image
+from nnunetv2_neurino.dataset_conversion.common import list_images, relative_name, require_folder
 from nnunetv2_neurino.errors import NeurinoError
 
 DEFAULT_NAME = "NeuroFly"

@@ -40,7 +40,7 @@ def convert(kind: str, src: str | os.PathLike, dataset_id: int, name: str | None
     """
     if kind not in CONVERTERS:
         raise ValueError(f"unknown converter {kind!r}; choose from {CONVERTERS}")
-    module = importlib.import_module(f"dataset_conversion.{kind}")
+    module = importlib.import_module(f"nnunetv2_neurino.dataset_conversion.{kind}")
     options = dict(radius_floor=radius_floor, radius_scale=radius_scale, channel=channel)
     if kind == "generic":
         options["swc_dir"] = swc_dir
