@@ -53,6 +53,10 @@ def test_global_component_filter_equals_cc3d_on_whole_volume(seed):
     np.testing.assert_array_equal(got, cc3d.dust(mask, threshold=10, connectivity=26))
     expected_n = cc3d.connected_components(mask, connectivity=26, return_N=True)[1]
     assert len(np.unique(comps.component[1:])) == expected_n
+    # the per-core label ranges say which cores hold kept voxels, as reading the core would
+    for task, (lo, hi) in enumerate(block_grid(mask.shape, block)):
+        assert comps.block_has_kept(task) == bool(comps.foreground(lo, hi).any())
+    assert comps.labels.dtype == np.uint32                      # < 2**32 voxels: 4-byte global ids
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

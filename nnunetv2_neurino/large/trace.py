@@ -109,16 +109,25 @@ class GlobalComponents:
 
     Attributes
     ----------
-    labels : zarr-like uint64 (Z, Y, X) per-core labels with global ids (0 = background).
+    labels : zarr-like uint32 or uint64 (Z, Y, X) per-core labels with global ids (0 = background).
     component : int64 (L + 1,) joined component of each global label (entry 0 unused).
     size : int64 (C,) voxel count of each joined component.
     keep : bool (L + 1,) whether a label's component has at least ``min_component_size`` voxels.
+    block_labels : int64 (B, 2) ``[first, stop)`` global label ids of each core of :func:`block_grid`
+        (empty range for a core without foreground): a core has kept voxels iff ``keep[first:stop]``
+        has a True, known without reading the core again.
     """
 
     labels: object
     component: np.ndarray
     size: np.ndarray
     keep: np.ndarray
+    block_labels: np.ndarray
+
+    def block_has_kept(self, task: int) -> bool:
+        """Whether core ``task`` (index into :func:`block_grid`) holds a voxel that passes the size rule."""
+        first, stop = self.block_labels[task]
+        return bool(self.keep[first:stop].any())
 
     def foreground(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """bool (region shape) voxels of ``[lo, hi)`` whose component passes the size rule."""
@@ -147,18 +156,24 @@ def label_components(mask_array, block, min_component_size: int = 1, threshold: 
     shape = tuple(int(s) for s in mask_array.shape)
     tasks = block_grid(shape, block)
     chunks = tuple(int(b) for b in np.minimum(_as_triple(block, "block"), np.maximum(shape, 1)))
+    # global ids never exceed the voxel count: uint32 (half the reads of pass 3) unless that could overflow
+    dtype = np.uint32 if int(np.prod(shape, dtype=np.int64)) < 2 ** 32 - 1 else np.uint64
     labels = zarr.create_array(store=store if store is not None else zarr.storage.MemoryStore(),
-                               shape=shape, chunks=chunks, dtype="uint64", fill_value=0, overwrite=True)
+                               shape=shape, chunks=chunks, dtype=dtype, fill_value=0, overwrite=True)
     counts = [np.zeros(1, np.int64)]
+    block_labels = np.ones((len(tasks), 2), np.int64)       # [1, 1): no labels
     n_labels = 0
-    for lo, hi in tqdm(tasks, desc="trace-large: label", unit="block", disable=not progress):
+    for task, (lo, hi) in enumerate(tqdm(tasks, desc="trace-large: label", unit="block",
+                                         disable=not progress)):
         fg = _foreground(mask_array, lo, hi, threshold)
         if not fg.any():
             continue
         local, n = cc3d.connected_components(fg, connectivity=26, return_N=True)
-        glob = np.where(local > 0, local.astype(np.uint64) + np.uint64(n_labels), np.uint64(0))
+        glob = local.astype(dtype)
+        glob[fg] += dtype(n_labels)
         labels[_region(lo, hi)] = glob
         counts.append(np.bincount(local.reshape(-1), minlength=n + 1)[1:].astype(np.int64))
+        block_labels[task] = (n_labels + 1, n_labels + 1 + int(n))
         n_labels += int(n)
     size_of_label = np.concatenate(counts)
 
@@ -184,7 +199,7 @@ def label_components(mask_array, block, min_component_size: int = 1, threshold: 
     size = np.bincount(component, weights=size_of_label, minlength=int(component.max()) + 1).astype(np.int64)
     keep = size[component] >= max(int(min_component_size), 1)
     keep[0] = False
-    return GlobalComponents(labels, component, size, keep)
+    return GlobalComponents(labels, component, size, keep, block_labels)
 
 
 def trace_large(mask_array, spacing: Sequence[float] = (1.0, 1.0, 1.0), block=DEFAULT_BLOCK,
@@ -220,9 +235,9 @@ def trace_large(mask_array, spacing: Sequence[float] = (1.0, 1.0, 1.0), block=DE
         comps = label_components(mask_array, block, min_component_size, threshold,
                                  store=f"{tmp}/labels.zarr", progress=progress)
         zyx_parts, radius_parts = [], []
-        for lo, hi in tqdm(block_grid(shape, block), desc="trace-large: skeleton", unit="block",
-                           disable=not progress):
-            if not comps.foreground(lo, hi).any():
+        for task, (lo, hi) in enumerate(tqdm(block_grid(shape, block), desc="trace-large: skeleton",
+                                             unit="block", disable=not progress)):
+            if not comps.block_has_kept(task):      # from pass 1's label ranges: no read
                 continue
             rlo, rhi = np.maximum(lo - halo, 0), np.minimum(hi + halo, shape)
             fg = comps.foreground(rlo, rhi)
