@@ -74,7 +74,7 @@ class nnUNetTrainerRealDIADEM_NeurINO(_Budget, nnUNetTrainerNeurINO_demo):
 
 
 class nnUNetTrainerRealDIADEM_NeurINO_noTASL(_Budget, nnUNetTrainerNeurINO_demo):
-    use_tasl = False
+    topology_loss = "none"
 
 
 class nnUNetTrainerRealDIADEM_nnUNet(_Budget, nnUNetTrainer_demo):

@@ -95,7 +95,7 @@ def trainer_class(backbone: str, loss: str):
     base = table[backbone][key]
     attrs = {"use_pretrained": False} if backbone.startswith("neurino") else {}
     if backbone == "neurino-s" and loss == "dcce":
-        attrs["use_tasl"] = False
+        attrs["topology_loss"] = "none"
     return type(f"Bench_{base.__name__}", (base,), attrs)
 
 
@@ -232,15 +232,15 @@ def build_trainer(backbone: str, loss: str, args):
     if loss == "official":
         realistic = trained_looking_probability([args.patch] * 3, args.batch)
 
-        def _submit_tasl(self, output, target):
-            from nnunetv2_neurino.trainers.tasl_step import foreground_probability
+        def _official_tasl_step(self, base=cls._official_tasl_step):
+            step = base(self)  # the trainer's own step: it still computes the prediction's probability
+            if not getattr(step, "realistic", False):
+                submit = step.official.submit
+                step.official.submit = lambda prob, target_fg: submit(realistic, target_fg)
+                step.realistic = True
+            return step
 
-            logits = output[0] if isinstance(output, (list, tuple)) else output
-            foreground_probability(logits, False).cpu()  # what the trainer does with its output, discarded
-            seg = (target[0] if isinstance(target, (list, tuple)) else target)[:, 0]
-            return self._official_tasl().submit(realistic, seg > 0)
-
-        cls = type(cls.__name__, (cls,), {"_submit_tasl": _submit_tasl})
+        cls = type(cls.__name__, (cls,), {"_official_tasl_step": _official_tasl_step})
     dataset_json = {"channel_names": {"0": "zscore"}, "labels": {"background": 0, "neurite": 1},
                     "numTraining": 1, "file_ending": ".nii.gz"}
     with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net's banner and log lines
@@ -333,10 +333,12 @@ def loss_costs(trainers: dict, batches: dict, args) -> dict:
                 torch.cuda.synchronize()
             start = time.process_time() if args.device == "cpu" else time.perf_counter()
             loss = trainer.loss(outs if len(outs) > 1 else outs[0], target if len(outs) > 1 else target[0])
-            pending = trainer._submit_tasl(outs, target) if getattr(trainer, "use_tasl", False) else None
+            official = trainer._official_tasl_step() if trainer.topology_loss == "official" else None
+            if official is not None:
+                official.start(outs, target)
             loss.backward()
-            if pending is not None:
-                trainer._official_tasl().result(pending)
+            if official is not None:
+                official.finish(outs)
             if args.device == "cuda":
                 torch.cuda.synchronize()
             best = min(best, (time.process_time() if args.device == "cpu" else time.perf_counter()) - start)

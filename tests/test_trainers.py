@@ -109,7 +109,7 @@ def test_train_step_scales_gradients_by_official_tasl(nnunet_dirs, monkeypatch):
 
     with_tasl = make_trainer(nnUNetTrainerNeurINO_scratch, patch=(32, 32, 32))
     without = make_trainer(nnUNetTrainerNeurINO_scratch, patch=(32, 32, 32))
-    without.use_tasl = nnUNetTrainerNeurINO_noTASL.use_tasl  # False
+    without.topology_loss = nnUNetTrainerNeurINO_noTASL.topology_loss  # "none"
     with_tasl.initialize()
     without.initialize()
     without.network.load_state_dict(with_tasl.network.state_dict())

@@ -187,9 +187,9 @@ def tasl_official(
 
 def scale_gradients(parameters: Iterable[torch.nn.Parameter], factor: float) -> None:
     """Multiply every existing ``.grad`` in place by ``factor`` (e.g. 1 + β·TASL); call before clipping."""
-    for prm in parameters:
-        if prm.grad is not None:
-            prm.grad.mul_(factor)
+    grads = [prm.grad for prm in parameters if prm.grad is not None]
+    if grads:
+        torch._foreach_mul_(grads, factor)
 
 
 def _ddp_mean(per_item: torch.Tensor) -> torch.Tensor:

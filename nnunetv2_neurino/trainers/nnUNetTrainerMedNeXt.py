@@ -30,9 +30,8 @@ from torch import nn
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.trainers.deep_supervision import NetworkStridesDeepSupervisionMixin
 from nnunetv2_neurino.trainers.patch import PatchFitMixin
-from nnunetv2_neurino.trainers.settings import _CUDA, AdamWPolyMixin, ClassSettingsMixin
-from nnunetv2_neurino.trainers.tasl_step import TASLStepMixin
-from nnunetv2_neurino.trainers.topology_data import BinaryLabelsMixin, TopologyLossMixin
+from nnunetv2_neurino.trainers.settings import DEFAULT_DEVICE, AdamWPolyMixin, ClassSettingsMixin
+from nnunetv2_neurino.trainers.topology_loss import TopologyLossMixin
 from nnunetv2_neurino.trainers.validation_summary import TopologySummaryMixin
 
 
@@ -48,7 +47,7 @@ class MedNeXtNetworkMixin(PatchFitMixin):
     mednext_grn: bool = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = _CUDA):
+                 device: torch.device = DEFAULT_DEVICE):
         self.check_mednext_settings()
         super().__init__(plans, configuration, fold, dataset_json, device)
 
@@ -95,12 +94,12 @@ class MedNeXtNetworkMixin(PatchFitMixin):
                              deep_supervision=enable_deep_supervision, strides=strides)
 
 
-class nnUNetTrainerMedNeXt(TopologySummaryMixin, TASLStepMixin, MedNeXtNetworkMixin,
+class nnUNetTrainerMedNeXt(TopologySummaryMixin, TopologyLossMixin, MedNeXtNetworkMixin,
                            NetworkStridesDeepSupervisionMixin, AdamWPolyMixin, ClassSettingsMixin,
                            nnUNetTrainer):
     """MedNeXt-L, kernel 3, GRN (table 6 baseline), Dice + CE."""
 
-    use_tasl = False
+    topology_loss = "none"
 
 
 class nnUNetTrainerMedNeXt_S(nnUNetTrainerMedNeXt):
@@ -151,14 +150,13 @@ class nnUNetTrainerMedNeXt_noGRN(nnUNetTrainerMedNeXt):
     mednext_grn = False
 
 
-class nnUNetTrainerMedNeXtTASL(BinaryLabelsMixin, nnUNetTrainerMedNeXt):
+class nnUNetTrainerMedNeXtTASL(nnUNetTrainerMedNeXt):
     """MedNeXt-L k3 GRN + official TASL (table 9's "MedNeXt + TASL")."""
 
-    use_tasl = True
+    topology_loss = "official"
 
 
-class nnUNetTrainerMedNeXtTASL_dTASL(TopologyLossMixin, nnUNetTrainerMedNeXtTASL):
+class nnUNetTrainerMedNeXtTASL_dTASL(nnUNetTrainerMedNeXtTASL):
     """MedNeXt-L k3 GRN + differentiable TASL (GT graph from the data pipeline) instead of the official."""
 
-    use_tasl = False
-    topology = "differentiable"
+    topology_loss = "differentiable"

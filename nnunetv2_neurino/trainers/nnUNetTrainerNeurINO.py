@@ -15,8 +15,7 @@ from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.trainers.deep_supervision import NetworkStridesDeepSupervisionMixin
 from nnunetv2_neurino.trainers.patch import PatchFitMixin
 from nnunetv2_neurino.trainers.settings import AdamWPolyMixin, ClassSettingsMixin
-from nnunetv2_neurino.trainers.tasl_step import TASLStepMixin
-from nnunetv2_neurino.trainers.topology_data import BinaryLabelsMixin
+from nnunetv2_neurino.trainers.topology_loss import TopologyLossMixin
 from nnunetv2_neurino.trainers.validation_summary import TopologySummaryMixin
 from nnunetv2_neurino.trainers.weights import DINOv3WeightsMixin
 
@@ -64,14 +63,16 @@ class NeurINONetworkMixin(PatchFitMixin):
                              strides=cls.neurino_strides(configuration_manager, patch))
 
 
-class nnUNetTrainerNeurINO(TopologySummaryMixin, BinaryLabelsMixin, TASLStepMixin, DINOv3WeightsMixin,
-                           NeurINONetworkMixin, NetworkStridesDeepSupervisionMixin, AdamWPolyMixin,
+class nnUNetTrainerNeurINO(TopologySummaryMixin, TopologyLossMixin, DINOv3WeightsMixin, NeurINONetworkMixin,
+                           NetworkStridesDeepSupervisionMixin, AdamWPolyMixin,
                            ClassSettingsMixin, nnUNetTrainer):
     """NeurINO-T (DINOv3 ConvNeXt-Tiny, average inflation, stride-2 stem), Dice + CE + official TASL.
 
     After nnU-Net's final validation (also ``--val``) it writes ``validation/summary_topology.json``
     (F1, HD95, ESA/DSA/PDS; :class:`~.validation_summary.TopologySummaryMixin`).
     """
+
+    topology_loss = "official"
 
 
 class nnUNetTrainerNeurINO_S(nnUNetTrainerNeurINO):
@@ -101,5 +102,4 @@ class nnUNetTrainerNeurINO_scratch(nnUNetTrainerNeurINO):
 class nnUNetTrainerNeurINO_noTASL(nnUNetTrainerNeurINO):
     """Dice + CE only (any label set)."""
 
-    use_tasl = False
-    requires_binary_labels = False
+    topology_loss = "none"
