@@ -150,7 +150,7 @@ def make_batch(trainer, batch: int, seed: int = 0):
     import torch
     from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 
-    from nnunetv2_neurino.losses.phantoms import y_tube
+    from nnunetv2_neurino.testing.phantoms import y_tube
 
     patch = tuple(trainer.configuration_manager.patch_size)
     rng = np.random.default_rng(seed)
@@ -178,7 +178,7 @@ def trained_looking_probability(patch, batch: int):
     import numpy as np
     import torch
 
-    from nnunetv2_neurino.losses.phantoms import y_tube, y_tube_segments
+    from nnunetv2_neurino.testing.phantoms import y_tube, y_tube_segments
 
     pred = y_tube(tuple(patch), 3.0)
     (a, b) = y_tube_segments(tuple(patch))[1]
@@ -350,8 +350,8 @@ def pipeline_times(patch: int, repeats: int) -> dict:
     """Seconds per sample of the ground-truth-channel transforms on a Y-tube label of the patch size."""
     import torch
 
-    from nnunetv2_neurino.losses.phantoms import y_tube
     from nnunetv2_neurino.losses.transforms import SkeletonRecallTubeTransform, TopologyGraphTransform
+    from nnunetv2_neurino.testing.phantoms import y_tube
 
     seg = torch.from_numpy(y_tube((patch,) * 3, 2.5).astype("int16"))[None]
     out = {}

@@ -15,11 +15,12 @@ from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.losses.cldice import ClDiceLoss, soft_skeleton
 from nnunetv2_neurino.losses.compound import TopologyCompoundLoss, extra_channels_needed
 from nnunetv2_neurino.losses.official_step import OfficialTASLStep
-from nnunetv2_neurino.losses.phantoms import y_tube
 from nnunetv2_neurino.losses.skeleton_recall import SkeletonRecallLoss, skeleton_recall_loss
 from nnunetv2_neurino.losses.skeleton_utils import skeleton_tube
-from nnunetv2_neurino.losses.tasl import DifferentiableTASL, tasl_official
+from nnunetv2_neurino.losses.tasl_differentiable import DifferentiableTASL
+from nnunetv2_neurino.losses.tasl_official import tasl_official
 from nnunetv2_neurino.losses.transforms import graph_channels
+from nnunetv2_neurino.testing.phantoms import y_tube
 
 SHAPE = (24, 24, 24)
 WEIGHTS = (4 / 7, 2 / 7, 1 / 7)

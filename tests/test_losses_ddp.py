@@ -59,7 +59,7 @@ def _loss(mode: str):
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
     from nnunetv2_neurino.losses.compound import TopologyCompoundLoss
-    from nnunetv2_neurino.losses.tasl import DifferentiableTASL
+    from nnunetv2_neurino.losses.tasl_differentiable import DifferentiableTASL
 
     dcce = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
                           weight_ce=1, weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss)
@@ -73,7 +73,7 @@ def _objective(mode: str, sync_ddp: bool, outputs, targets):
     from nnunetv2_neurino.losses.cldice import ClDiceLoss
     from nnunetv2_neurino.losses.foreground import foreground_probability
     from nnunetv2_neurino.losses.official_step import OfficialTASLStep
-    from nnunetv2_neurino.losses.tasl import OfficialTASL
+    from nnunetv2_neurino.losses.tasl_official import OfficialTASL
 
     value = _loss(mode if mode in ("differentiable", "skeleton_recall") else "none")(outputs, targets)
     if mode == "cldice":

@@ -20,7 +20,7 @@ from _trainer_helpers import (
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.losses.tasl import tasl_official
+from nnunetv2_neurino.losses.tasl_official import tasl_official
 from nnunetv2_neurino.networks.mednext_blocks import GRN, MedNeXtBlock
 from nnunetv2_neurino.trainers import (
     nnUNetTrainerMedNeXt,

@@ -32,7 +32,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.losses.skeleton_utils import skeleton_tube
-from nnunetv2_neurino.losses.tasl import DifferentiableTASL, tasl_official
+from nnunetv2_neurino.losses.tasl_differentiable import DifferentiableTASL
+from nnunetv2_neurino.losses.tasl_official import tasl_official
 from nnunetv2_neurino.losses.transforms import (
     SkeletonRecallTubeTransform,
     TopologyGraphTransform,

@@ -12,9 +12,9 @@ Dice + CE (``dcce``, e.g. nnU-Net's ``DC_and_CE_loss``) sees only channel 0 at *
 by ``ds_weights`` (skipping zero weights, like nnU-Net's wrapper); then ``topology`` selects:
 
 - ``"none"``: L = DCCE;
-- ``"differentiable"``: L = DCCE + λn·L_node + λe·L_edge + λp·L_path (:class:`tasl.DifferentiableTASL`,
-  full resolution only) from the node/branch channels (``node_channel``, ``branch_channel``; default 1
-  and 2 = :class:`transforms.TopologyGraphTransform` alone);
+- ``"differentiable"``: L = DCCE + λn·L_node + λe·L_edge + λp·L_path
+  (:class:`tasl_differentiable.DifferentiableTASL`, full resolution only) from the node/branch channels
+  (``node_channel``, ``branch_channel``; default 1 and 2 = :class:`transforms.TopologyGraphTransform` alone);
 - ``"skeleton_recall"``: L = DCCE + w·Σ_s ds_weight_s·L_SR,s at every scale from the tube channel
   (``tube_channel``, default 1 = :class:`transforms.SkeletonRecallTubeTransform` alone; the tube is
   downsampled with the label by nnU-Net's ``DownsampleSegForDSTransform``).
@@ -47,7 +47,7 @@ import torch
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.losses.foreground import foreground_probability
 from nnunetv2_neurino.losses.skeleton_recall import SkeletonRecallLoss
-from nnunetv2_neurino.losses.tasl import DifferentiableTASL
+from nnunetv2_neurino.losses.tasl_differentiable import DifferentiableTASL
 
 TOPOLOGY_MODES = ("none", "differentiable", "skeleton_recall")
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from nnunetv2_neurino.losses.foreground import foreground_probability, label_foreground, label_valid
-from nnunetv2_neurino.losses.tasl import OfficialTASL, scale_gradients
+from nnunetv2_neurino.losses.tasl_official import OfficialTASL, scale_gradients
 
 
 def _full_resolution(x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:

@@ -150,7 +150,7 @@ class TopologyLossMixin:
             return loss  # none / official: the parent's Dice + CE (official TASL scales its gradients)
         from nnunetv2_neurino.losses.compound import TopologyCompoundLoss
         from nnunetv2_neurino.losses.skeleton_recall import SkeletonRecallLoss
-        from nnunetv2_neurino.losses.tasl import DifferentiableTASL
+        from nnunetv2_neurino.losses.tasl_differentiable import DifferentiableTASL
 
         dcce, weights = split_parent_loss(loss)
         node, edge, path = self.dtasl_lambdas
@@ -190,7 +190,7 @@ class TopologyLossMixin:
     def _official_tasl_step(self):
         if getattr(self, "_neurino_official_step", None) is None:
             from nnunetv2_neurino.losses.official_step import OfficialTASLStep
-            from nnunetv2_neurino.losses.tasl import OfficialTASL
+            from nnunetv2_neurino.losses.tasl_official import OfficialTASL
 
             node, edge, path = self.official_tasl_lambdas
             official = OfficialTASL(lambda_node=node, lambda_edge=edge, lambda_path=path,
