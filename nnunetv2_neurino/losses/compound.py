@@ -29,7 +29,7 @@ disabled, on the device of the outputs (CPU or CUDA; the TASL path search runs o
 2-class (background + foreground) outputs are supported: other class counts raise
 :class:`~nnunetv2_neurino.errors.NeurinoError`
 (:func:`~nnunetv2_neurino.losses.foreground.foreground_probability`). Ignore-label voxels are
-background for the topology terms.
+background in the extra channels (the pipeline transforms take the ignore label).
 
 DDP: nnU-Net's DDP gives each rank an equal share of the batch, each rank computes the loss on its
 share and DDP averages the gradients. Every topology term here is a per-sample value averaged over the
@@ -68,8 +68,6 @@ class TopologyCompoundLoss(torch.nn.Module):
     ds_weights : sequence of float, optional
         One weight per output, full resolution first; default 1 for every output.
     topology : one of ``TOPOLOGY_MODES``.
-    ignore_label : int, optional
-        The label manager's ignore label (background for topology terms).
     differentiable, skeleton_recall : the term modules (defaults constructed).
     node_channel, branch_channel, tube_channel : int
         Target channel indices of the extra maps.
@@ -80,7 +78,6 @@ class TopologyCompoundLoss(torch.nn.Module):
         dcce: torch.nn.Module,
         ds_weights: Sequence[float] | None = None,
         topology: str = "none",
-        ignore_label: int | None = None,
         differentiable: DifferentiableTASL | None = None,
         skeleton_recall: SkeletonRecallLoss | None = None,
         node_channel: int = 1,
@@ -94,7 +91,6 @@ class TopologyCompoundLoss(torch.nn.Module):
         self.dcce = dcce
         self.ds_weights = None if ds_weights is None else tuple(float(w) for w in ds_weights)
         self.topology = topology
-        self.ignore_label = ignore_label
         self.differentiable = differentiable if differentiable is not None else DifferentiableTASL()
         self.skeleton_recall = skeleton_recall if skeleton_recall is not None else SkeletonRecallLoss()
         self.node_channel, self.branch_channel, self.tube_channel = node_channel, branch_channel, tube_channel

@@ -160,7 +160,6 @@ class TopologyLossMixin:
         skeleton_recall = SkeletonRecallLoss()
         skeleton_recall.weight = float(self.skeleton_recall_weight)
         loss = TopologyCompoundLoss(dcce, weights, topology=self.topology_loss,
-                                    ignore_label=self.label_manager.ignore_label,
                                     differentiable=differentiable, skeleton_recall=skeleton_recall)
         return Float32Loss(loss)
 
