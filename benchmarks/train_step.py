@@ -327,13 +327,14 @@ def loss_costs(trainers: dict, batches: dict, args) -> dict:
         device = trainer.device
         target = [t.to(device) for t in target] if isinstance(target, list) else target.to(device)
         best = float("inf")
+        uses_official = getattr(trainer, "topology_loss", "none") == "official"
         for _ in range(3 * max(args.repeats, 1)):
             outs = [o.detach().clone().requires_grad_() for o in logits]
             if args.device == "cuda":
                 torch.cuda.synchronize()
             start = time.process_time() if args.device == "cpu" else time.perf_counter()
             loss = trainer.loss(outs if len(outs) > 1 else outs[0], target if len(outs) > 1 else target[0])
-            official = trainer._official_tasl_step() if trainer.topology_loss == "official" else None
+            official = trainer._official_tasl_step() if uses_official else None
             if official is not None:
                 official.start(outs, target)
             loss.backward()
