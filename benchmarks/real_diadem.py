@@ -53,8 +53,7 @@ TOP = "OlfactoryProjectionFibers"
 #: the generated trainers: the same budget for every learned row (class attributes, nnUNetv2_train takes
 #: no options); the base classes are the demo's seeded, no-mirroring trainers (trainers/demo.py)
 TRAINER_MODULE = '''"""Trainers of benchmarks/real_diadem.py (generated; {epochs} x {ipe} iterations)."""
-from nnunetv2_neurino.trainers.demo import (SafetyStopMixin, SeededTrainingMixin, nnUNetTrainer_demo,
-                                            nnUNetTrainerNeurINO_demo)
+from nnunetv2_neurino.trainers.demo import DemoRunMixin, nnUNetTrainer_demo, nnUNetTrainerNeurINO_demo
 from nnunetv2_neurino.trainers.nnUNetTrainerTASL import nnUNetTrainerTASL
 from nnunetv2_neurino.trainers.settings import ClassSettingsMixin, NoMirroringMixin
 
@@ -74,15 +73,15 @@ class nnUNetTrainerRealDIADEM_NeurINO(_Budget, nnUNetTrainerNeurINO_demo):
 
 
 class nnUNetTrainerRealDIADEM_NeurINO_noTASL(_Budget, nnUNetTrainerNeurINO_demo):
-    use_tasl = False
+    topology_loss = "none"
 
 
 class nnUNetTrainerRealDIADEM_nnUNet(_Budget, nnUNetTrainer_demo):
     pass
 
 
-class nnUNetTrainerRealDIADEM_nnUNet_TASL(_Budget, SafetyStopMixin, SeededTrainingMixin, NoMirroringMixin,
-                                          ClassSettingsMixin, nnUNetTrainerTASL):
+class nnUNetTrainerRealDIADEM_nnUNet_TASL(_Budget, DemoRunMixin, NoMirroringMixin, ClassSettingsMixin,
+                                          nnUNetTrainerTASL):
     pass
 '''
 TRAINERS = {"neurino_tasl": "nnUNetTrainerRealDIADEM_NeurINO",

@@ -95,7 +95,7 @@ def trainer_class(backbone: str, loss: str):
     base = table[backbone][key]
     attrs = {"use_pretrained": False} if backbone.startswith("neurino") else {}
     if backbone == "neurino-s" and loss == "dcce":
-        attrs["use_tasl"] = False
+        attrs["topology_loss"] = "none"
     return type(f"Bench_{base.__name__}", (base,), attrs)
 
 
@@ -150,7 +150,7 @@ def make_batch(trainer, batch: int, seed: int = 0):
     import torch
     from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 
-    from nnunetv2_neurino.losses.phantoms import y_tube
+    from nnunetv2_neurino.testing.phantoms import y_tube
 
     patch = tuple(trainer.configuration_manager.patch_size)
     rng = np.random.default_rng(seed)
@@ -178,7 +178,7 @@ def trained_looking_probability(patch, batch: int):
     import numpy as np
     import torch
 
-    from nnunetv2_neurino.losses.phantoms import y_tube, y_tube_segments
+    from nnunetv2_neurino.testing.phantoms import y_tube, y_tube_segments
 
     pred = y_tube(tuple(patch), 3.0)
     (a, b) = y_tube_segments(tuple(patch))[1]
@@ -232,15 +232,15 @@ def build_trainer(backbone: str, loss: str, args):
     if loss == "official":
         realistic = trained_looking_probability([args.patch] * 3, args.batch)
 
-        def _submit_tasl(self, output, target):
-            from nnunetv2_neurino.trainers.tasl_step import foreground_probability
+        def _official_tasl_step(self, base=cls._official_tasl_step):
+            step = base(self)  # the trainer's own step: it still computes the prediction's probability
+            if not getattr(step, "realistic", False):
+                submit = step.official.submit
+                step.official.submit = lambda prob, target_fg: submit(realistic, target_fg)
+                step.realistic = True
+            return step
 
-            logits = output[0] if isinstance(output, (list, tuple)) else output
-            foreground_probability(logits, False).cpu()  # what the trainer does with its output, discarded
-            seg = (target[0] if isinstance(target, (list, tuple)) else target)[:, 0]
-            return self._official_tasl().submit(realistic, seg > 0)
-
-        cls = type(cls.__name__, (cls,), {"_submit_tasl": _submit_tasl})
+        cls = type(cls.__name__, (cls,), {"_official_tasl_step": _official_tasl_step})
     dataset_json = {"channel_names": {"0": "zscore"}, "labels": {"background": 0, "neurite": 1},
                     "numTraining": 1, "file_ending": ".nii.gz"}
     with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net's banner and log lines
@@ -327,16 +327,19 @@ def loss_costs(trainers: dict, batches: dict, args) -> dict:
         device = trainer.device
         target = [t.to(device) for t in target] if isinstance(target, list) else target.to(device)
         best = float("inf")
+        uses_official = getattr(trainer, "topology_loss", "none") == "official"
         for _ in range(3 * max(args.repeats, 1)):
             outs = [o.detach().clone().requires_grad_() for o in logits]
             if args.device == "cuda":
                 torch.cuda.synchronize()
             start = time.process_time() if args.device == "cpu" else time.perf_counter()
             loss = trainer.loss(outs if len(outs) > 1 else outs[0], target if len(outs) > 1 else target[0])
-            pending = trainer._submit_tasl(outs, target) if getattr(trainer, "use_tasl", False) else None
+            official = trainer._official_tasl_step() if uses_official else None
+            if official is not None:
+                official.start(outs, target)
             loss.backward()
-            if pending is not None:
-                trainer._official_tasl().result(pending)
+            if official is not None:
+                official.finish(outs)
             if args.device == "cuda":
                 torch.cuda.synchronize()
             best = min(best, (time.process_time() if args.device == "cpu" else time.perf_counter()) - start)
@@ -348,8 +351,8 @@ def pipeline_times(patch: int, repeats: int) -> dict:
     """Seconds per sample of the ground-truth-channel transforms on a Y-tube label of the patch size."""
     import torch
 
-    from nnunetv2_neurino.losses.phantoms import y_tube
     from nnunetv2_neurino.losses.transforms import SkeletonRecallTubeTransform, TopologyGraphTransform
+    from nnunetv2_neurino.testing.phantoms import y_tube
 
     seg = torch.from_numpy(y_tube((patch,) * 3, 2.5).astype("int16"))[None]
     out = {}

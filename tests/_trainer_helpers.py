@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 
-from nnunetv2_neurino.losses.phantoms import y_tube
+from nnunetv2_neurino.testing.phantoms import y_tube
 
 DATASET = "Dataset986_TopologyTrainerUnit"
 DATASET_JSON = {"channel_names": {"0": "zscore"}, "labels": {"background": 0, "neurite": 1},

@@ -221,9 +221,9 @@ class _LoopBase:
 
 
 def _loop_trainer():
-    from nnunetv2_neurino.trainers.demo import SafetyStopMixin, SeededTrainingMixin
+    from nnunetv2_neurino.trainers.demo import DemoRunMixin
 
-    class Loop(SafetyStopMixin, SeededTrainingMixin, _LoopBase):
+    class Loop(DemoRunMixin, _LoopBase):
         pass
 
     return Loop

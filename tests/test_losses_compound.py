@@ -1,4 +1,5 @@
-"""TopologyCompoundLoss against nnU-Net's own DeepSupervisionWrapper(DC_and_CE_loss); SR and clDice."""
+"""TopologyCompoundLoss against nnU-Net's own DeepSupervisionWrapper(DC_and_CE_loss); the official TASL
+training step (gradient scale beside Dice + CE); SR and clDice."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.losses.cldice import ClDiceLoss, soft_skeleton
 from nnunetv2_neurino.losses.compound import TopologyCompoundLoss, extra_channels_needed
-from nnunetv2_neurino.losses.phantoms import y_tube
+from nnunetv2_neurino.losses.official_step import OfficialTASLStep
 from nnunetv2_neurino.losses.skeleton_recall import SkeletonRecallLoss, skeleton_recall_loss
 from nnunetv2_neurino.losses.skeleton_utils import skeleton_tube
-from nnunetv2_neurino.losses.tasl import DifferentiableTASL, tasl_official
+from nnunetv2_neurino.losses.tasl_differentiable import DifferentiableTASL
+from nnunetv2_neurino.losses.tasl_official import tasl_official
 from nnunetv2_neurino.losses.transforms import graph_channels
+from nnunetv2_neurino.testing.phantoms import y_tube
 
 SHAPE = (24, 24, 24)
 WEIGHTS = (4 / 7, 2 / 7, 1 / 7)
@@ -61,32 +64,38 @@ def test_none_mode_equals_nnunet_wrapper_on_sliced_targets(batch):
     assert torch.allclose(single, _dcce()(logits[0], targets[0][:, :1]))
 
 
-def test_official_mode_scales_dcce(batch):
+def test_official_step_scales_dcce(batch):
     logits, targets = batch
-    loss = TopologyCompoundLoss(_dcce(), WEIGHTS, topology="official")
-    value = loss(logits, targets)
+    step = OfficialTASLStep()
+    step.start(logits, targets)
+    factor = step.finish([])
     prob = torch.softmax(logits[0].detach(), 1)[:, 1]
     tasl = tasl_official(prob, targets[0][:, 0] > 0).mean().item()
-    assert tasl > 0 and loss.last_terms["tasl"] == pytest.approx(tasl, rel=1e-5)
-    assert value.item() == pytest.approx(_reference_dcce(logits, targets).item() * (1 + 0.1 * tasl), rel=1e-5)
+    assert tasl > 0 and step.last_tasl == pytest.approx(tasl, rel=1e-5)
+    value = _reference_dcce(logits, targets).item() * factor  # the loss the training step reports
+    assert value == pytest.approx(_reference_dcce(logits, targets).item() * (1 + 0.1 * tasl), rel=1e-5)
 
 
-def test_official_async_gives_the_same_gradients(batch):
+def test_official_step_gives_the_gradients_of_the_scaled_loss(batch):
     logits, targets = batch
-    sync = TopologyCompoundLoss(_dcce(), WEIGHTS, topology="official")
-    sync(logits, targets).backward()
+    prob = torch.softmax(logits[0].detach(), 1)[:, 1]
+    tasl = tasl_official(prob, targets[0][:, 0] > 0).mean().item()
+    expected_total = _reference_dcce(logits, targets) * (1 + 0.1 * tasl)  # L = DCCE·(1 + β·TASL)
+    expected_total.backward()
     expected = [x.grad.clone() for x in logits]
     for x in logits:
         x.grad = None
-    loss = TopologyCompoundLoss(_dcce(), WEIGHTS, topology="official", official_async=True)
-    loss(logits, targets).backward()
-    factor = loss.finish_official(logits)
-    assert factor == pytest.approx(1 + 0.1 * sync.last_terms["tasl"], rel=1e-6)
-    assert loss.last_terms["total"] == pytest.approx(sync.last_terms["total"], rel=1e-5)
+    step = OfficialTASLStep()
+    step.start(logits, targets)
+    dcce = _reference_dcce(logits, targets)
+    dcce.backward()
+    factor = step.finish(logits)
+    assert factor == pytest.approx(1 + 0.1 * tasl, rel=1e-6)
+    assert dcce.item() * factor == pytest.approx(expected_total.item(), rel=1e-5)
     for x, e in zip(logits, expected):
         torch.testing.assert_close(x.grad, e)
         x.grad = None
-    assert loss.finish_official(logits) == 1.0  # nothing pending
+    assert step.finish(logits) == 1.0  # nothing pending
 
 
 def test_differentiable_mode_and_skip_without_channels(batch):
@@ -121,9 +130,12 @@ def test_errors_multiclass_and_unknown_mode(batch):
     logits, targets = batch
     three = [torch.randn(2, 3, *x.shape[2:]) for x in logits]
     with pytest.raises(NeurinoError, match="2-class"):
-        TopologyCompoundLoss(_dcce(), WEIGHTS, topology="official")(three, targets)
-    with pytest.raises(NeurinoError, match="unknown topology"):
-        TopologyCompoundLoss(_dcce(), topology="tasl")
+        OfficialTASLStep().start(three, targets)
+    with pytest.raises(NeurinoError, match="2-class"):
+        TopologyCompoundLoss(_dcce(), WEIGHTS, topology="skeleton_recall")(three, [t[:, :2] for t in targets])
+    for removed in ("tasl", "official", "cldice"):  # the official TASL is a gradient scale, not a term
+        with pytest.raises(NeurinoError, match="unknown topology"):
+            TopologyCompoundLoss(_dcce(), topology=removed)
     assert [extra_channels_needed(m) for m in ("none", "official", "differentiable", "skeleton_recall")] == [
         0, 0, 2, 1]
 
@@ -132,12 +144,13 @@ def test_ignore_label_is_background_for_topology(batch):
     logits, targets = batch
     t = [x[:, :1].clone() for x in targets]
     t[0][:, 0, :4] = 2  # ignore label in the first slices
-    loss = TopologyCompoundLoss(_dcce(ignore_label=2), WEIGHTS, topology="official", ignore_label=2)
-    loss(logits, t)
+    step = OfficialTASLStep(ignore_label=2)
+    step.start(logits, t)
+    step.finish([])
     prob = torch.softmax(logits[0].detach(), 1)[:, 1]
     prob[:, :4] = 0
     expected = tasl_official(prob, t[0][:, 0] == 1).mean().item()
-    assert loss.last_terms["tasl"] == pytest.approx(expected, rel=1e-5)
+    assert step.last_tasl == pytest.approx(expected, rel=1e-5)
 
 
 def test_skeleton_recall_values():

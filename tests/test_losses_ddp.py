@@ -2,9 +2,11 @@
 
 nnU-Net's DDP gives each rank an equal share of the batch; each rank computes the loss on its share and
 DDP averages the gradients over ranks. All topology terms are per-sample means (and official TASL is
-all-reduced before it scales Dice + CE), so — with Dice + CE per sample (``batch_dice=False``) — the
-rank-averaged loss and gradient must equal the single-process loss and gradient. This test checks it for
-every topology mode with a tiny deep-supervised conv net.
+all-reduced before it scales the gradients of Dice + CE), so — with Dice + CE per sample
+(``batch_dice=False``) — the rank-averaged loss and gradient must equal the single-process loss and
+gradient. This test checks it for every topology loss with a tiny deep-supervised conv net: the
+TopologyCompoundLoss modes, the official TASL training step (:class:`OfficialTASLStep`) and
+Dice + CE + clDice.
 """
 
 from __future__ import annotations
@@ -52,19 +54,36 @@ def _batch():
     return x, targets
 
 
-def _loss(mode: str, sync_ddp: bool):
+def _loss(mode: str):
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
     from nnunetv2_neurino.losses.compound import TopologyCompoundLoss
-    from nnunetv2_neurino.losses.tasl import DifferentiableTASL, OfficialTASL
+    from nnunetv2_neurino.losses.tasl_differentiable import DifferentiableTASL
 
     dcce = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
                           weight_ce=1, weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss)
     return TopologyCompoundLoss(dcce, (4 / 7, 2 / 7, 1 / 7), topology=mode,
-                                official=OfficialTASL(sync_ddp=sync_ddp),
                                 differentiable=DifferentiableTASL(seed=0), tube_channel=1, node_channel=2,
                                 branch_channel=3)
+
+
+def _objective(mode: str, sync_ddp: bool, outputs, targets):
+    """(loss to backpropagate, ``finish(parameters)`` run after backward returning the loss factor)."""
+    from nnunetv2_neurino.losses.cldice import ClDiceLoss
+    from nnunetv2_neurino.losses.foreground import foreground_probability
+    from nnunetv2_neurino.losses.official_step import OfficialTASLStep
+    from nnunetv2_neurino.losses.tasl_official import OfficialTASL
+
+    value = _loss(mode if mode in ("differentiable", "skeleton_recall") else "none")(outputs, targets)
+    if mode == "cldice":
+        cldice = ClDiceLoss()
+        value = value + cldice.weight * cldice(foreground_probability(outputs[0]), targets[0][:, 0] > 0)
+    if mode == "official":
+        step = OfficialTASLStep(OfficialTASL(sync_ddp=sync_ddp))
+        step.start(outputs, targets)
+        return value, step.finish
+    return value, lambda parameters: 1.0
 
 
 def _worker(rank: int, world: int, port: int, done_dir: str) -> None:
@@ -79,12 +98,13 @@ def _worker(rank: int, world: int, port: int, done_dir: str) -> None:
             torch.manual_seed(0)
             net = _TinyNet()
             ref = copy.deepcopy(net)
-            ref_loss = _loss(mode, sync_ddp=False)(ref(x), targets)
+            ref_loss, ref_finish = _objective(mode, False, ref(x), targets)
             ref_loss.backward()
+            ref_loss = ref_loss.detach() * ref_finish(ref.parameters())
             ddp = torch.nn.parallel.DistributedDataParallel(net)
-            loss = _loss(mode, sync_ddp=True)(ddp(x[share]), [t[share] for t in targets])
+            loss, finish = _objective(mode, True, ddp(x[share]), [t[share] for t in targets])
             loss.backward()
-            mean_loss = loss.detach().clone()
+            mean_loss = loss.detach() * finish(net.parameters())
             dist.all_reduce(mean_loss)
             mean_loss /= world
             torch.testing.assert_close(mean_loss, ref_loss.detach(), rtol=1e-5, atol=1e-6,
@@ -92,7 +112,7 @@ def _worker(rank: int, world: int, port: int, done_dir: str) -> None:
             for p, q in zip(net.parameters(), ref.parameters()):
                 torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6,
                                            msg=lambda m, mode=mode: f"{mode}: gradient {m}")
-            if mode in ("differentiable", "skeleton_recall", "official"):
+            if mode in ("differentiable", "skeleton_recall", "official", "cldice"):
                 assert not _loss_terms_trivial(mode, ref_loss, x, targets), mode
             del ddp
         dist.barrier()  # no rank tears gloo down while its peer still has work in flight
@@ -105,7 +125,7 @@ def _worker(rank: int, world: int, port: int, done_dir: str) -> None:
 def _loss_terms_trivial(mode, ref_loss, x, targets) -> bool:
     """True when the topology term contributed nothing (the comparison would then prove little)."""
     torch.manual_seed(0)
-    plain = _loss("none", sync_ddp=False)(_TinyNet()(x), targets)
+    plain = _loss("none")(_TinyNet()(x), targets)
     return abs(plain.item() - ref_loss.item()) < 1e-6
 
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnunetv2_neurino.losses.phantoms import y_tube
-from nnunetv2_neurino.losses.tasl import (
+from nnunetv2_neurino.losses.tasl_differentiable import (
     DifferentiableTASL,
     _max_pool3,
     edge_loss,
@@ -16,6 +15,7 @@ from nnunetv2_neurino.losses.tasl import (
     sample_path_indices,
 )
 from nnunetv2_neurino.losses.transforms import graph_channels
+from nnunetv2_neurino.testing.phantoms import y_tube
 
 SHAPE = (32, 32, 32)
 

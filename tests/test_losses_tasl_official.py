@@ -8,8 +8,13 @@ import torch
 from scipy import ndimage
 
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.losses.phantoms import y_tube
-from nnunetv2_neurino.losses.tasl import OfficialTASL, scale_gradients, tasl_official, tasl_official_terms
+from nnunetv2_neurino.losses.tasl_official import (
+    OfficialTASL,
+    scale_gradients,
+    tasl_official,
+    tasl_official_terms,
+)
+from nnunetv2_neurino.testing.phantoms import y_tube
 
 SHAPE = (64, 64, 64)
 

@@ -14,13 +14,13 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.losses.phantoms import y_tube
 from nnunetv2_neurino.losses.skeleton_utils import neighbour_count, skeleton_tube
 from nnunetv2_neurino.losses.transforms import (
     SkeletonRecallTubeTransform,
     TopologyGraphTransform,
     graph_channels,
 )
+from nnunetv2_neurino.testing.phantoms import y_tube
 
 SHAPE = (40, 40, 40)
 

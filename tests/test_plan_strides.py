@@ -40,9 +40,7 @@ def _configuration(plan_strides: list[list[int]], patch: list[int]) -> Configura
 
 
 def _strides(trainer, cm: ConfigurationManager, patch: list[int]) -> list[tuple[int, int, int]]:
-    if issubclass(trainer, nnUNetTrainerMedNeXt):
-        return trainer.mednext_strides(cm, patch)
-    return trainer.neurino_strides(cm, patch)
+    return trainer.network_strides(cm, patch)
 
 
 CASES = [

@@ -27,10 +27,9 @@ from batchgeneratorsv2.transforms.utils.random import RandomTransform
 from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
 
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.trainers.config_schema import config_names, load_trainer_config
 from nnunetv2_neurino.trainers.configs import (
     TrainerConfigMixin,
-    config_names,
-    load_trainer_config,
     nnUNetTrainerNeurINO_paper32,
     nnUNetTrainerNeurINO_paper64,
 )

@@ -105,11 +105,11 @@ def test_anisotropic_plan_maps_onto_network_strides(nnunet_dirs):
 
 
 def test_train_step_scales_gradients_by_official_tasl(nnunet_dirs, monkeypatch):
-    from nnunetv2_neurino.losses.tasl import tasl_official
+    from nnunetv2_neurino.losses.tasl_official import tasl_official
 
     with_tasl = make_trainer(nnUNetTrainerNeurINO_scratch, patch=(32, 32, 32))
     without = make_trainer(nnUNetTrainerNeurINO_scratch, patch=(32, 32, 32))
-    without.use_tasl = nnUNetTrainerNeurINO_noTASL.use_tasl  # False
+    without.topology_loss = nnUNetTrainerNeurINO_noTASL.topology_loss  # "none"
     with_tasl.initialize()
     without.initialize()
     without.network.load_state_dict(with_tasl.network.state_dict())

@@ -20,7 +20,7 @@ from _trainer_helpers import (
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.losses.tasl import tasl_official
+from nnunetv2_neurino.losses.tasl_official import tasl_official
 from nnunetv2_neurino.networks.mednext_blocks import GRN, MedNeXtBlock
 from nnunetv2_neurino.trainers import (
     nnUNetTrainerMedNeXt,
@@ -161,7 +161,7 @@ def test_train_step_updates_weights(nnunet_dirs):
     torch.manual_seed(0)
     trainer = make_trainer(nnUNetTrainerMedNeXt_S, patch=PATCH)
     trainer.initialize()
-    assert not trainer.use_tasl
+    assert trainer.topology_loss == "none"
     before = [p.detach().clone() for p in trainer.network.parameters()]
     loss = float(trainer.train_step(topology_batch(trainer))["loss"])
     assert math.isfinite(loss) and loss > 0
@@ -193,7 +193,7 @@ def test_mednext_dtasl_train_step(nnunet_dirs):
     torch.manual_seed(0)
     trainer = make_trainer(_MedNeXtTASL_dTASL_S, patch=PATCH)
     trainer.initialize()
-    assert not trainer.use_tasl and trainer.loss.loss.topology == "differentiable"
+    assert trainer.topology_loss == "differentiable" and trainer.loss.loss.topology == "differentiable"
     batch = topology_batch(trainer)
     assert [t.shape[1] for t in batch["target"]] == [3] * 5
     loss = float(trainer.train_step(batch)["loss"])

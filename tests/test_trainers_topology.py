@@ -32,7 +32,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.losses.skeleton_utils import skeleton_tube
-from nnunetv2_neurino.losses.tasl import DifferentiableTASL, tasl_official
+from nnunetv2_neurino.losses.tasl_differentiable import DifferentiableTASL
+from nnunetv2_neurino.losses.tasl_official import tasl_official
 from nnunetv2_neurino.losses.transforms import (
     SkeletonRecallTubeTransform,
     TopologyGraphTransform,
@@ -105,6 +106,48 @@ def test_non_binary_label_sets_are_refused_before_training(cls, nnunet_dirs):
     ignore = dict(DATASET_JSON, labels={"background": 0, "neurite": 1, "ignore": 2})
     trainer = make_trainer(cls, patch=(32, 32, 32), dataset_json=ignore)
     assert trainer.label_manager.ignore_label == 2
+
+
+BAD_SETTINGS = [
+    (nnUNetTrainerTASL, {"topology_loss": "tasl"},
+     r"topology_loss = 'tasl': choose one of 'none', 'official'"),
+    (nnUNetTrainerTASL, {"topology_loss": None}, r"topology_loss = None: choose one of"),
+    (nnUNetTrainerTASL, {"dtasl_lambdas": (2.0, 0.5, 0.5)},
+     r"dtasl_lambdas = \(2.0, 0.5, 0.5\) configures the differentiable loss, but "
+     r".*topology_loss = 'official'"),
+    (nnUNetTrainerTASL_dTASL, {"official_tasl_beta": 0.2},
+     r"official_tasl_beta = 0.2 configures the official"),
+    (nnUNetTrainerNeurINO_noTASL, {"skeleton_recall_weight": 2.0}, r"configures the skeleton_recall loss"),
+    (nnUNetTrainerTASL_dTASL, {"dtasl_lambdas": (1.0, -0.5, 0.5)},
+     r"dtasl_lambdas must be a finite number >= 0"),
+    (nnUNetTrainerTASL, {"official_tasl_lambdas": (1.0, 0.5)}, r"official_tasl_lambdas must be \(λ_node"),
+    (nnUNetTrainerTASL_dTASL, {"dtasl_pairs": 0}, r"dtasl_pairs must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("base, attrs, match", BAD_SETTINGS, ids=[str(a) for _, a, _ in BAD_SETTINGS])
+def test_invalid_topology_settings_are_refused_before_anything_is_written(base, attrs, match, nnunet_dirs):
+    cls = type(base.__name__ + "_bad", (base,), attrs)
+    with pytest.raises(NeurinoError, match=match) as err:
+        make_trainer(cls, patch=(32, 32, 32))
+    assert cls.__name__ in str(err.value)
+    assert not (nnunet_dirs / "nnUNet_results").exists()  # nothing was created
+
+
+def test_a_trainer_must_name_its_topology_loss(nnunet_dirs):
+    from nnunetv2_neurino.trainers.topology_loss import TopologyLossMixin
+
+    forgot = type("nnUNetTrainerForgot", (TopologyLossMixin, nnUNetTrainer), {})  # no silent default loss
+    with pytest.raises(NeurinoError, match="nnUNetTrainerForgot.topology_loss = None"):
+        make_trainer(forgot, patch=STOCK_PATCH, strides=STOCK_STRIDES)
+
+
+def test_settings_of_the_selected_loss_are_used(nnunet_dirs):
+    cls = type("nnUNetTrainerTASL_beta", (nnUNetTrainerTASL,),
+               {"official_tasl_beta": 0.2, "official_tasl_lambdas": (1.0, 0.0, 0.25)})
+    official = make_trainer(cls, patch=STOCK_PATCH, strides=STOCK_STRIDES)._official_tasl_step().official
+    assert official.beta == 0.2 and official.lambdas == (1.0, 0.0, 0.25)
+    assert official.factor(2.0) == pytest.approx(1.4)
 
 
 def test_trainer_without_topology_loss_takes_any_label_set(nnunet_dirs):
@@ -280,7 +323,7 @@ def test_neurino_topology_train_step(cls, topology, nnunet_dirs):
     torch.manual_seed(0)
     trainer = make_trainer(cls, patch=(16, 16, 32))
     trainer.initialize()
-    assert not trainer.use_tasl and trainer.loss.loss.topology == topology
+    assert trainer.topology_loss == topology and trainer.loss.loss.topology == topology
     np.testing.assert_allclose(trainer.loss.loss.ds_weights, np.array([16, 8, 4, 2, 1]) / 31)
     batch = topology_batch(trainer)
     loss = float(trainer.train_step(batch)["loss"])
@@ -295,7 +338,7 @@ def test_pretrained_dtasl_variants_keep_their_network_and_swap_the_loss(cls, nnu
     trainer = make_trainer(cls, patch=(32, 32, 32))
     base = cls.__bases__[-1]  # the NeurINO trainer the variant derives from
     assert cls.__name__ == base.__name__ + "_dTASL" and cls.variant == base.variant
-    assert cls.use_pretrained and not cls.use_tasl and cls.topology == "differentiable"
+    assert cls.use_pretrained and cls.topology_loss == "differentiable"
     assert trainer.num_epochs == 110 and trainer.initial_lr == 1e-3
 
 

@@ -88,7 +88,7 @@ def cldice_loss(prob_fg: torch.Tensor, target_fg: torch.Tensor, iterations: int 
 class ClDiceLoss(torch.nn.Module):
     """Batch mean of :func:`cldice_loss` in float32 (autocast off).
 
-    Class attributes: ``weight = 1.0`` (used by :class:`compound.TopologyCompoundLoss`),
+    Class attributes: ``weight = 1.0`` (of the term added to Dice + CE),
     ``iterations = 3``, ``smooth = 1e-5``. ``forward(prob_fg, target_fg) -> Tensor[]``.
     """
 

@@ -12,48 +12,44 @@ Dice + CE (``dcce``, e.g. nnU-Net's ``DC_and_CE_loss``) sees only channel 0 at *
 by ``ds_weights`` (skipping zero weights, like nnU-Net's wrapper); then ``topology`` selects:
 
 - ``"none"``: L = DCCE;
-- ``"official"``: L = DCCE·(1 + β·TASL), TASL detached, computed from the full-resolution softmax
-  foreground probability and label by :class:`tasl.OfficialTASL` (full resolution only; the factor
-  scales the whole deep-supervised DCCE). With ``official_async=True`` ``forward`` returns DCCE only and
-  starts TASL in a background thread; after ``backward`` (and ``GradScaler.unscale_``) call
-  ``finish_official(parameters)``, which waits, scales the gradients by 1 + β·TASL (∇L = (1+β·TASL)·∇DCCE)
-  and returns the factor; do this before gradient clipping;
-- ``"differentiable"``: L = DCCE + λn·L_node + λe·L_edge + λp·L_path (:class:`tasl.DifferentiableTASL`,
-  full resolution only) from the node/branch channels (``node_channel``, ``branch_channel``; default 1
-  and 2 = :class:`transforms.TopologyGraphTransform` alone);
+- ``"differentiable"``: L = DCCE + λn·L_node + λe·L_edge + λp·L_path
+  (:class:`tasl_differentiable.DifferentiableTASL`, full resolution only) from the node/branch channels
+  (``node_channel``, ``branch_channel``; default 1 and 2 = :class:`transforms.TopologyGraphTransform` alone);
 - ``"skeleton_recall"``: L = DCCE + w·Σ_s ds_weight_s·L_SR,s at every scale from the tube channel
   (``tube_channel``, default 1 = :class:`transforms.SkeletonRecallTubeTransform` alone; the tube is
-  downsampled with the label by nnU-Net's ``DownsampleSegForDSTransform``);
-- ``"cldice"``: L = DCCE + w·clDice (full resolution; needs no extra channel).
+  downsampled with the label by nnU-Net's ``DownsampleSegForDSTransform``).
+
+The official TASL is not a term of this loss: it scales the gradients of Dice + CE in the training step
+(:class:`~nnunetv2_neurino.losses.official_step.OfficialTASLStep`).
 
 When the full-resolution target lacks the needed extra channels (nnU-Net's validation pipeline does not
 run the topology transforms), the differentiable / Skeleton Recall terms are **skipped** (L = DCCE) and
 ``last_terms['topology_skipped']`` is True. Topology terms are computed in float32 with autocast
-disabled, on the device of the outputs (CPU or CUDA; the TASL graph search and official TASL run on
-the CPU). Only 2-class (background + foreground) outputs are supported: other class counts raise
-:class:`~nnunetv2_neurino.errors.NeurinoError`. Ignore-label voxels are background for the topology
-terms (and masked out of the official prediction).
+disabled, on the device of the outputs (CPU or CUDA; the TASL path search runs on the CPU). Only
+2-class (background + foreground) outputs are supported: other class counts raise
+:class:`~nnunetv2_neurino.errors.NeurinoError`
+(:func:`~nnunetv2_neurino.losses.foreground.foreground_probability`). Ignore-label voxels are
+background in the extra channels (the pipeline transforms take the ignore label).
 
 DDP: nnU-Net's DDP gives each rank an equal share of the batch, each rank computes the loss on its
 share and DDP averages the gradients. Every topology term here is a per-sample value averaged over the
-local batch, so the averaged gradient equals the single-process gradient of the whole batch; official
-TASL is all-reduced (mean over all ranks' items) so every rank applies the same factor. (Dice + CE
+local batch, so the averaged gradient equals the single-process gradient of the whole batch. (Dice + CE
 itself is nnU-Net's: with ``batch_dice=False`` it is a per-sample mean too.)
 ``last_terms`` holds floats of the last call: ``dcce``, ``topology``, ``total`` and the sub-terms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.losses.cldice import ClDiceLoss
+from nnunetv2_neurino.losses.foreground import foreground_probability
 from nnunetv2_neurino.losses.skeleton_recall import SkeletonRecallLoss
-from nnunetv2_neurino.losses.tasl import DifferentiableTASL, OfficialTASL, scale_gradients
+from nnunetv2_neurino.losses.tasl_differentiable import DifferentiableTASL
 
-TOPOLOGY_MODES = ("none", "official", "differentiable", "skeleton_recall", "cldice")
+TOPOLOGY_MODES = ("none", "differentiable", "skeleton_recall")
 
 
 def extra_channels_needed(topology: str) -> int:
@@ -72,11 +68,7 @@ class TopologyCompoundLoss(torch.nn.Module):
     ds_weights : sequence of float, optional
         One weight per output, full resolution first; default 1 for every output.
     topology : one of ``TOPOLOGY_MODES``.
-    ignore_label : int, optional
-        The label manager's ignore label (background for topology terms).
-    official, differentiable, skeleton_recall, cldice : the term modules (defaults constructed).
-    official_async : bool
-        Official mode only: return DCCE and scale gradients later via :meth:`finish_official`.
+    differentiable, skeleton_recall : the term modules (defaults constructed).
     node_channel, branch_channel, tube_channel : int
         Target channel indices of the extra maps.
     """
@@ -86,12 +78,8 @@ class TopologyCompoundLoss(torch.nn.Module):
         dcce: torch.nn.Module,
         ds_weights: Sequence[float] | None = None,
         topology: str = "none",
-        ignore_label: int | None = None,
-        official: OfficialTASL | None = None,
         differentiable: DifferentiableTASL | None = None,
         skeleton_recall: SkeletonRecallLoss | None = None,
-        cldice: ClDiceLoss | None = None,
-        official_async: bool = False,
         node_channel: int = 1,
         branch_channel: int = 2,
         tube_channel: int = 1,
@@ -103,36 +91,10 @@ class TopologyCompoundLoss(torch.nn.Module):
         self.dcce = dcce
         self.ds_weights = None if ds_weights is None else tuple(float(w) for w in ds_weights)
         self.topology = topology
-        self.ignore_label = ignore_label
-        self.official = official if official is not None else OfficialTASL()
         self.differentiable = differentiable if differentiable is not None else DifferentiableTASL()
         self.skeleton_recall = skeleton_recall if skeleton_recall is not None else SkeletonRecallLoss()
-        self.cldice = cldice if cldice is not None else ClDiceLoss()
-        self.official_async = official_async
         self.node_channel, self.branch_channel, self.tube_channel = node_channel, branch_channel, tube_channel
-        self._pending = None
         self.last_terms: dict[str, float | bool] = {}
-
-    # -- helpers ------------------------------------------------------------------------------------
-    def _prob_fg(self, logits: torch.Tensor) -> torch.Tensor:
-        if logits.shape[1] != 2:
-            raise NeurinoError(
-                f"topology loss {self.topology!r} supports 2-class (background + foreground) outputs only; "
-                f"the network predicts {logits.shape[1]} classes")
-        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        return torch.softmax(logits.to(dtype), dim=1)[:, 1]
-
-    def _label_fg(self, target: torch.Tensor) -> torch.Tensor:
-        label = target[:, 0]
-        fg = label > 0
-        if self.ignore_label is not None:
-            fg &= label != self.ignore_label
-        return fg
-
-    def _valid(self, target: torch.Tensor) -> torch.Tensor | None:
-        if self.ignore_label is None:
-            return None
-        return target[:, 0] != self.ignore_label
 
     # -- forward ------------------------------------------------------------------------------------
     def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor],
@@ -159,54 +121,18 @@ class TopologyCompoundLoss(torch.nn.Module):
         return total
 
     def _add_topology(self, mode, dcce, outs, tgts, weights, full_out, full_tgt, terms) -> torch.Tensor:
-        if mode == "official":
-            prob = self._prob_fg(full_out).detach()
-            valid = self._valid(full_tgt)
-            if valid is not None:
-                prob = prob * valid
-            gt = self._label_fg(full_tgt)
-            if self.official_async:
-                if self._pending is not None:
-                    self._pending.result()  # never leave a stale computation behind
-                self._pending = self.official.submit(prob, gt)
-                return dcce
-            tasl = self.official.compute(prob, gt)
-            terms["tasl"] = float(tasl)
-            terms["topology"] = terms["tasl"]
-            return dcce * self.official.factor(tasl)
-        if mode == "cldice":
-            term = self.cldice(self._prob_fg(full_out), self._label_fg(full_tgt))
-            terms["topology"] = float(term.detach())
-            return dcce + self.cldice.weight * term
         need = max(self.node_channel, self.branch_channel) if mode == "differentiable" else self.tube_channel
         if full_tgt.shape[1] <= need:
             terms["topology_skipped"] = True
             return dcce
         if mode == "differentiable":
-            term = self.differentiable(self._prob_fg(full_out), full_tgt[:, self.node_channel],
+            term = self.differentiable(foreground_probability(full_out), full_tgt[:, self.node_channel],
                                        full_tgt[:, self.branch_channel])
             terms.update({f"tasl_{k}": v for k, v in self.differentiable.last_terms.items()})
             terms["topology"] = float(term.detach())
             return dcce + term
         # skeleton recall at every deep-supervision scale
-        sr = sum(w * self.skeleton_recall(self._prob_fg(o), t[:, self.tube_channel])
+        sr = sum(w * self.skeleton_recall(foreground_probability(o), t[:, self.tube_channel])
                  for w, o, t in zip(weights, outs, tgts) if w != 0)
         terms["topology"] = float(sr.detach())
         return dcce + self.skeleton_recall.weight * sr
-
-    def finish_official(self, parameters: Iterable[torch.nn.Parameter]) -> float:
-        """Async official mode: wait for TASL, scale gradients by 1 + β·TASL, return the factor.
-
-        Call after ``backward`` (and after ``GradScaler.unscale_`` with AMP), before gradient clipping.
-        ``last_terms`` gains ``tasl`` and ``total`` = DCCE·factor. Returns 1.0 when nothing is pending.
-        """
-        if self._pending is None:
-            return 1.0
-        tasl = self.official.result(self._pending)
-        self._pending = None
-        factor = self.official.factor(tasl)
-        scale_gradients(parameters, factor)
-        self.last_terms["tasl"] = float(tasl)
-        self.last_terms["topology"] = float(tasl)
-        self.last_terms["total"] = float(self.last_terms.get("dcce", 0.0)) * factor
-        return factor

@@ -1,6 +1,12 @@
 """nnU-Net v2 trainers of the plugin (found by nnU-Net through ``nnunetv2_neurino/nnunet_ext/``).
 
 Every setting is a class attribute: a variant is a subclass that changes a few of them.
+
+- :class:`~.base.OwnNetworkTrainer`: base of the NeurINO and MedNeXt trainers (settings, patch fit,
+  network-strides deep supervision, AdamW/poly; hooks in life-cycle order);
+- orthogonal mixins: :class:`~.topology_loss.TopologyLossMixin` (``topology_loss`` and its settings, the
+  training step), :class:`~.weights.DINOv3WeightsMixin`, :class:`~.validation_summary.TopologySummaryMixin`,
+  :class:`~.configs.TrainerConfigMixin`, :class:`~.demo.DemoRunMixin`, :class:`~.settings.NoMirroringMixin`.
 """
 
 from nnunetv2_neurino.trainers.configs import nnUNetTrainerNeurINO_paper32, nnUNetTrainerNeurINO_paper64

@@ -1,9 +1,10 @@
-"""Deep supervision driven by the network's own strides, and losses computed in fp32.
+"""Deep supervision driven by the network's own strides, and losses computed in fp32 (pure helpers).
 
 nnU-Net derives the deep-supervision scales from the plan's ``pool_op_kernel_sizes`` and gives the lowest
 output weight 0. A network with its own strides (NeurINO, MedNeXt) exposes ``output_strides`` (per output,
 per axis total stride, full resolution first); the scales and the released weights 1, ½, ¼, ⅛, 1/16
-(normalised) come from there (nnU-Net v2 and the paper, supplement §9).
+(normalised) come from there (nnU-Net v2 and the paper, supplement §9). Used by
+:class:`~nnunetv2_neurino.trainers.base.OwnNetworkTrainer`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from torch import nn
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
@@ -61,50 +59,3 @@ class Float32Loss(nn.Module):
         device_type = (outputs[0] if isinstance(outputs, list) else outputs).device.type
         with torch.autocast(device_type=device_type, enabled=False):
             return self.loss(outputs, target)
-
-
-class NetworkStridesDeepSupervisionMixin:
-    """Deep supervision from ``network.output_strides``; ``ds_weights=None`` means halving weights."""
-
-    ds_weights: Sequence[float] | None = None
-
-    def _plain_network(self) -> nn.Module:
-        return unwrap_network(self.network)
-
-    def _get_deep_supervision_scales(self):
-        if not self.enable_deep_supervision:
-            return None
-        return scales_from_output_strides(self._plain_network().output_strides)
-
-    def _deep_supervision_weights(self, n_outputs: int) -> np.ndarray:
-        if self.ds_weights is None:
-            return halving_weights(n_outputs)
-        weights = np.asarray(self.ds_weights, dtype=np.float64)[:n_outputs]
-        if len(weights) != n_outputs:
-            raise ValueError(f"{type(self).__name__}.ds_weights has {len(self.ds_weights)} entries for "
-                             f"{n_outputs} network outputs")
-        return weights / weights.sum()
-
-    def _build_segmentation_loss(self) -> nn.Module:
-        """Dice + CE (Dice + BCE for regions) per output, as nnU-Net builds it; override for other losses."""
-        if self.label_manager.has_regions:
-            return DC_and_BCE_loss({}, {"batch_dice": self.configuration_manager.batch_dice, "do_bg": True,
-                                        "smooth": 1e-5, "ddp": self.is_ddp},
-                                   use_ignore_label=self.label_manager.ignore_label is not None,
-                                   dice_class=MemoryEfficientSoftDiceLoss)
-        return DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5,
-                               "do_bg": False, "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1,
-                              ignore_label=self.label_manager.ignore_label,
-                              dice_class=MemoryEfficientSoftDiceLoss)
-
-    def _build_loss(self):
-        loss = self._build_segmentation_loss()
-        if self.enable_deep_supervision:
-            n_outputs = len(self._get_deep_supervision_scales())
-            loss = DeepSupervisionWrapper(loss, self._deep_supervision_weights(n_outputs))
-        return Float32Loss(loss)
-
-    def set_deep_supervision_enabled(self, enabled: bool):
-        network = self._plain_network()
-        decoder = getattr(network, "decoder", network)
-        decoder.deep_supervision = enabled

@@ -6,11 +6,11 @@ from the command line, so the demo trains subclasses (class attributes, applied 
 
 * **the same fixed budget in iterations for both methods** (:data:`FULL_BUDGET`, :data:`QUICK_BUDGET`), so
   the comparison does not depend on how fast or busy the machine is;
-* **a seed** (:class:`SeededTrainingMixin`, ``$NEURINO_TRAIN_SEED``, default 0) set before the network is
+* **a seed** (:class:`DemoRunMixin`, ``$NEURINO_TRAIN_SEED``, default 0) set before the network is
   built, so a rerun on the same machine repeats the weights' initialisation, the patch sampling and the
   augmentation (nnU-Net's own nondeterminism remains: augmentation worker processes when
   ``nnUNet_n_proc_DA`` > 0, cuDNN autotuning on a GPU);
-* **a wall-clock safety stop** (:class:`SafetyStopMixin`, ``$NEURINO_TRAIN_SAFETY_SECONDS``), generous, only
+* **a wall-clock safety stop** (:class:`DemoRunMixin`, ``$NEURINO_TRAIN_SAFETY_SECONDS``), generous, only
   so that a far too slow machine still finishes: training then ends at an epoch boundary as a finished one
   would (final checkpoint, nnU-Net's final validation) and ``training_budget.json`` in the fold folder says
   ``"stopped_early": true``; ``neurino demo`` marks that row "stopped early — not comparable".
@@ -119,12 +119,23 @@ def _env_number(name: str, kind: type) -> float | int | None:
     return number
 
 
-class SeededTrainingMixin:
-    """Seed Python's, NumPy's and torch's generators before nnU-Net builds the network.
+class _TimeIsUp(Exception):
+    pass
 
-    ``$NEURINO_TRAIN_SEED`` (default :attr:`training_seed`). Seeding in ``initialize`` covers the weights'
-    initialisation and, since the data loaders are made afterwards in ``on_train_start`` and run in this
-    process when ``nnUNet_n_proc_DA=0``, the patch sampling and augmentation too.
+
+class DemoRunMixin:
+    """A reproducible, bounded demo run: seeded training, a wall-clock safety stop, a training record.
+
+    - **Seed**: ``$NEURINO_TRAIN_SEED`` (default :attr:`training_seed`; None: not seeded) seeds Python's,
+      NumPy's and torch's generators in ``initialize`` before nnU-Net builds the network. That covers the
+      weights' initialisation and, since the data loaders are made afterwards in ``on_train_start`` and run
+      in this process when ``nnUNet_n_proc_DA=0``, the patch sampling and augmentation too.
+    - **Safety stop**: once ``$NEURINO_TRAIN_SAFETY_SECONDS`` (wall clock) have passed, training stops at
+      the start of the next epoch (after the first); the run then ends exactly as a finished one
+      (``on_train_end``: final checkpoint, data loaders shut down), so nnU-Net's final validation and
+      prediction work unchanged. Without the variable there is no limit.
+    - **Record**: either way :data:`BUDGET_FILE` records the budget, what ran, whether the stop fired and
+      the seed.
     """
 
     training_seed: int | None = 0
@@ -140,20 +151,6 @@ class SeededTrainingMixin:
             np.random.seed(seed)
             torch.manual_seed(seed)  # also seeds every CUDA device
         super().initialize()
-
-
-class _TimeIsUp(Exception):
-    pass
-
-
-class SafetyStopMixin:
-    """Stop training at an epoch boundary once ``$NEURINO_TRAIN_SAFETY_SECONDS`` (wall clock) have passed.
-
-    Checked at the start of each epoch after the first; the run then ends exactly as a finished one
-    (``on_train_end``: final checkpoint, data loaders shut down), so nnU-Net's final validation and
-    prediction work unchanged. Either way :data:`BUDGET_FILE` records the budget, what ran and whether the
-    stop fired. Without the variable there is no limit.
-    """
 
     def on_train_start(self):
         self._safety_seconds = _env_number(SAFETY_STOP_ENV, float)
@@ -182,15 +179,13 @@ class SafetyStopMixin:
     def _write_training_record(self, stopped: bool) -> None:
         if getattr(self, "local_rank", 0) != 0:
             return
-        seed_of = getattr(self, "_seed", None)
         record = TrainingRecord(
             planned_epochs=int(self.num_epochs), iterations_per_epoch=int(self.num_iterations_per_epoch),
             planned_iterations=int(self.num_epochs * self.num_iterations_per_epoch),
             epochs_done=int(self.current_epoch),
             iterations_done=int(self.current_epoch * self.num_iterations_per_epoch), stopped_early=stopped,
             safety_seconds=self._safety_seconds,
-            training_seconds=round(time.monotonic() - self._train_start, 2),
-            seed=seed_of() if seed_of is not None else None)
+            training_seconds=round(time.monotonic() - self._train_start, 2), seed=self._seed())
         with atomic_file(Path(self.output_folder) / BUDGET_FILE) as tmp:
             tmp.write_text(json.dumps(asdict(record), indent=2))
 
@@ -209,8 +204,7 @@ class _QuickSettings:
     save_every = 1000
 
 
-class nnUNetTrainerNeurINO_demo(_DemoSettings, SafetyStopMixin, SeededTrainingMixin, NoMirroringMixin,
-                                nnUNetTrainerNeurINO_scratch):
+class nnUNetTrainerNeurINO_demo(_DemoSettings, DemoRunMixin, NoMirroringMixin, nnUNetTrainerNeurINO_scratch):
     """NeurINO-T from scratch (no DINOv3 file), Dice + CE + TASL, :data:`FULL_BUDGET`."""
 
 
@@ -218,8 +212,8 @@ class nnUNetTrainerNeurINO_demoQuick(_QuickSettings, nnUNetTrainerNeurINO_demo):
     """``neurino demo --quick``: :data:`QUICK_BUDGET`."""
 
 
-class nnUNetTrainerNeurINO_demoPretrained(_DemoSettings, SafetyStopMixin, SeededTrainingMixin,
-                                          NoMirroringMixin, nnUNetTrainerNeurINO):
+class nnUNetTrainerNeurINO_demoPretrained(_DemoSettings, DemoRunMixin, NoMirroringMixin,
+                                          nnUNetTrainerNeurINO):
     """NeurINO-T initialised from the DINOv3 file (``NEURINO_DINOV3_WEIGHTS``), demo length."""
 
 
@@ -227,8 +221,8 @@ class nnUNetTrainerNeurINO_demoPretrainedQuick(_QuickSettings, nnUNetTrainerNeur
     """Pretrained NeurINO-T, ``--quick`` length."""
 
 
-class nnUNetTrainer_demo(_DemoSettings, SafetyStopMixin, SeededTrainingMixin, TopologySummaryMixin,
-                         NoMirroringMixin, ClassSettingsMixin, nnUNetTrainer):
+class nnUNetTrainer_demo(_DemoSettings, DemoRunMixin, TopologySummaryMixin, NoMirroringMixin,
+                         ClassSettingsMixin, nnUNetTrainer):
     """Stock nnU-Net (its planned U-Net, SGD, Dice + CE), demo length; also writes the topology summary."""
 
 

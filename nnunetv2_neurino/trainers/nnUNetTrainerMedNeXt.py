@@ -5,8 +5,8 @@ MedNeXt exists only as an nnU-Net v1 fork; these trainers build it from the shar
 
 - the plan's strides (entries 1–4 of ``strides``) map onto MedNeXt's 4 down blocks, so anisotropic plans
   keep their per-axis downsampling; the patch is fitted to the total stride and written into the saved
-  plans (``PatchFitMixin``), deep-supervision scales come from the network (5 outputs, weights 1, ½, ¼,
-  ⅛, 1/16 normalised);
+  plans (:class:`~.base.OwnNetworkTrainer`), deep-supervision scales come from the network (5 outputs,
+  weights 1, ½, ¼, ⅛, 1/16 normalised);
 - training recipe: AdamW (lr 1e-3, weight decay 3e-5, eps 1e-4), poly schedule 0.9, gradient clipping 12,
   110 epochs — the same recipe as the NeurINO trainers (MedNeXt's own nnU-Net v1 trainers also use AdamW
   at lr 1e-3), so a MedNeXt-vs-NeurINO comparison differs only in the network. Subclass to change it.
@@ -22,38 +22,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.trainers.deep_supervision import NetworkStridesDeepSupervisionMixin
-from nnunetv2_neurino.trainers.patch import PatchFitMixin
-from nnunetv2_neurino.trainers.settings import _CUDA, AdamWPolyMixin, ClassSettingsMixin
-from nnunetv2_neurino.trainers.tasl_step import TASLStepMixin
-from nnunetv2_neurino.trainers.topology_data import BinaryLabelsMixin, TopologyLossMixin
+from nnunetv2_neurino.trainers.base import OwnNetworkTrainer
+from nnunetv2_neurino.trainers.topology_loss import TopologyLossMixin
 from nnunetv2_neurino.trainers.validation_summary import TopologySummaryMixin
 
 
-class MedNeXtNetworkMixin(PatchFitMixin):
-    """Builds MedNeXt from the plan (class attributes ``mednext_size``, ``mednext_kernel``, ``mednext_grn``).
+class nnUNetTrainerMedNeXt(TopologySummaryMixin, TopologyLossMixin, OwnNetworkTrainer):
+    """MedNeXt-L, kernel 3, GRN (table 6 baseline), Dice + CE.
 
-    ``build_network_architecture`` is a classmethod (static with respect to the instance: it also runs at
-    inference) and never loads weights.
+    Built from the plan (class attributes ``mednext_size``, ``mednext_kernel``, ``mednext_grn``);
+    ``build_network_architecture`` is a classmethod (it also runs at inference) and never loads weights.
     """
 
+    topology_loss = "none"
     mednext_size: str = "L"
     mednext_kernel: int = 3
     mednext_grn: bool = True
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = _CUDA):
-        self.check_mednext_settings()
-        super().__init__(plans, configuration, fold, dataset_json, device)
-
     @classmethod
-    def check_mednext_settings(cls) -> None:
+    def check_network_settings(cls) -> None:
         """Refuse an unknown size or kernel before anything is built (names the trainer and the choices)."""
         from nnunetv2_neurino.networks.mednext import MEDNEXT_KERNELS, MEDNEXT_SIZES
 
@@ -65,22 +55,10 @@ class MedNeXtNetworkMixin(PatchFitMixin):
                                f"size; valid: {', '.join(map(str, MEDNEXT_KERNELS))}")
 
     @classmethod
-    def mednext_strides(cls, configuration_manager, patch_size: Sequence[int]) -> list[tuple[int, int, int]]:
+    def network_strides(cls, configuration_manager, patch_size: Sequence[int]) -> list[tuple[int, int, int]]:
         """Per-axis (z, y, x) strides of the 4 down blocks for this plan and patch."""
-        from nnunetv2_neurino.networks.neurino import neurino_strides_from_plan
-
-        if len(patch_size) != 3:
-            raise NeurinoError(f"{cls.__name__} is 3D only; the configuration's patch is {list(patch_size)} "
-                               f"(use a 3d_fullres configuration)")
         # MedNeXt's first down block plays the role of NeurINO's stem: a plan factor 2 stays 2
-        strides = neurino_strides_from_plan(configuration_manager.pool_op_kernel_sizes, list(patch_size),
-                                            stem_stride=2)
-        return strides
-
-    @classmethod
-    def network_total_stride(cls, configuration_manager, patch_size: Sequence[int]) -> list[int]:
-        strides = np.asarray(cls.mednext_strides(configuration_manager, patch_size), dtype=int)
-        return [int(s) for s in strides.prod(axis=0)]
+        return cls.plan_strides(configuration_manager, patch_size, first_stride=2)
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
@@ -88,19 +66,11 @@ class MedNeXtNetworkMixin(PatchFitMixin):
                                    enable_deep_supervision: bool = True) -> nn.Module:
         from nnunetv2_neurino.networks.mednext import build_mednext
 
-        cls.check_mednext_settings()
-        strides = cls.mednext_strides(configuration_manager, configuration_manager.patch_size)
+        cls.check_network_settings()
+        strides = cls.network_strides(configuration_manager, configuration_manager.patch_size)
         return build_mednext(size=cls.mednext_size, kernel_size=cls.mednext_kernel, grn=cls.mednext_grn,
                              in_channels=num_input_channels, num_classes=num_output_channels,
                              deep_supervision=enable_deep_supervision, strides=strides)
-
-
-class nnUNetTrainerMedNeXt(TopologySummaryMixin, TASLStepMixin, MedNeXtNetworkMixin,
-                           NetworkStridesDeepSupervisionMixin, AdamWPolyMixin, ClassSettingsMixin,
-                           nnUNetTrainer):
-    """MedNeXt-L, kernel 3, GRN (table 6 baseline), Dice + CE."""
-
-    use_tasl = False
 
 
 class nnUNetTrainerMedNeXt_S(nnUNetTrainerMedNeXt):
@@ -151,14 +121,13 @@ class nnUNetTrainerMedNeXt_noGRN(nnUNetTrainerMedNeXt):
     mednext_grn = False
 
 
-class nnUNetTrainerMedNeXtTASL(BinaryLabelsMixin, nnUNetTrainerMedNeXt):
+class nnUNetTrainerMedNeXtTASL(nnUNetTrainerMedNeXt):
     """MedNeXt-L k3 GRN + official TASL (table 9's "MedNeXt + TASL")."""
 
-    use_tasl = True
+    topology_loss = "official"
 
 
-class nnUNetTrainerMedNeXtTASL_dTASL(TopologyLossMixin, nnUNetTrainerMedNeXtTASL):
+class nnUNetTrainerMedNeXtTASL_dTASL(nnUNetTrainerMedNeXtTASL):
     """MedNeXt-L k3 GRN + differentiable TASL (GT graph from the data pipeline) instead of the official."""
 
-    use_tasl = False
-    topology = "differentiable"
+    topology_loss = "differentiable"

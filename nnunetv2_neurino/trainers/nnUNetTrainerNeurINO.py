@@ -7,48 +7,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
-from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.trainers.deep_supervision import NetworkStridesDeepSupervisionMixin
-from nnunetv2_neurino.trainers.patch import PatchFitMixin
-from nnunetv2_neurino.trainers.settings import AdamWPolyMixin, ClassSettingsMixin
-from nnunetv2_neurino.trainers.tasl_step import TASLStepMixin
-from nnunetv2_neurino.trainers.topology_data import BinaryLabelsMixin
+from nnunetv2_neurino.trainers.base import OwnNetworkTrainer
+from nnunetv2_neurino.trainers.topology_loss import TopologyLossMixin
 from nnunetv2_neurino.trainers.validation_summary import TopologySummaryMixin
 from nnunetv2_neurino.trainers.weights import DINOv3WeightsMixin
 
 
-class NeurINONetworkMixin(PatchFitMixin):
-    """Builds NeurINO from the plan: ``variant``, ``stem_stride``, ``inflation`` are class attributes.
+class nnUNetTrainerNeurINO(TopologySummaryMixin, TopologyLossMixin, DINOv3WeightsMixin, OwnNetworkTrainer):
+    """NeurINO-T (DINOv3 ConvNeXt-Tiny, average inflation, stride-2 stem), Dice + CE + official TASL.
 
-    The plan's strides are mapped onto the network's 4 strided layers (anisotropic data). The
-    builder is a classmethod (static with respect to the instance) and never loads weights: it also runs
-    at inference.
+    The network is built from the plan (:class:`~.base.OwnNetworkTrainer`: the plan's strides are mapped
+    onto the network's 4 strided layers, the patch is fitted to the total stride). Class attributes:
+    ``variant`` (``"tiny"``, ``"small"``), ``inflation`` (``"average"``, ``"center"``), ``stem_stride``
+    (2 or 4), ``use_pretrained`` (:class:`~.weights.DINOv3WeightsMixin`), ``topology_loss`` and its settings
+    (:class:`~.topology_loss.TopologyLossMixin`). After nnU-Net's final validation (also ``--val``) it
+    writes ``validation/summary_topology.json`` (F1, HD95, ESA/DSA/PDS;
+    :class:`~.validation_summary.TopologySummaryMixin`).
     """
 
+    topology_loss = "official"
     variant: str = "tiny"
     inflation: str = "average"
     stem_stride: int = 2
 
     @classmethod
-    def neurino_strides(cls, configuration_manager, patch_size: Sequence[int]):
+    def network_strides(cls, configuration_manager, patch_size: Sequence[int]) -> list[tuple[int, int, int]]:
         """Per-layer (z, y, x) strides of stem + 3 downsamplings for this plan and patch."""
-        from nnunetv2_neurino.networks.neurino import neurino_strides_from_plan
-
-        if len(patch_size) != 3:
-            raise NeurinoError(f"{cls.__name__} is 3D only; the configuration's patch is {list(patch_size)} "
-                               f"(use a 3d_fullres configuration)")
-        strides = neurino_strides_from_plan(configuration_manager.pool_op_kernel_sizes, list(patch_size),
-                                            cls.stem_stride)
-        return strides  # the patch itself is fitted by PatchFitMixin (rounded down, see patch.py)
-
-    @classmethod
-    def network_total_stride(cls, configuration_manager, patch_size: Sequence[int]) -> list[int]:
-        strides = np.asarray(cls.neurino_strides(configuration_manager, patch_size), dtype=int)
-        return [int(s) for s in strides.prod(axis=0)]
+        return cls.plan_strides(configuration_manager, patch_size, cls.stem_stride)
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
@@ -61,17 +48,7 @@ class NeurINONetworkMixin(PatchFitMixin):
                              num_classes=num_output_channels,
                              deep_supervision=enable_deep_supervision, stem_stride=cls.stem_stride,
                              inflation=cls.inflation, weights=None,
-                             strides=cls.neurino_strides(configuration_manager, patch))
-
-
-class nnUNetTrainerNeurINO(TopologySummaryMixin, BinaryLabelsMixin, TASLStepMixin, DINOv3WeightsMixin,
-                           NeurINONetworkMixin, NetworkStridesDeepSupervisionMixin, AdamWPolyMixin,
-                           ClassSettingsMixin, nnUNetTrainer):
-    """NeurINO-T (DINOv3 ConvNeXt-Tiny, average inflation, stride-2 stem), Dice + CE + official TASL.
-
-    After nnU-Net's final validation (also ``--val``) it writes ``validation/summary_topology.json``
-    (F1, HD95, ESA/DSA/PDS; :class:`~.validation_summary.TopologySummaryMixin`).
-    """
+                             strides=cls.network_strides(configuration_manager, patch))
 
 
 class nnUNetTrainerNeurINO_S(nnUNetTrainerNeurINO):
@@ -101,5 +78,4 @@ class nnUNetTrainerNeurINO_scratch(nnUNetTrainerNeurINO):
 class nnUNetTrainerNeurINO_noTASL(nnUNetTrainerNeurINO):
     """Dice + CE only (any label set)."""
 
-    use_tasl = False
-    requires_binary_labels = False
+    topology_loss = "none"

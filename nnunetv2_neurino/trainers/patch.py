@@ -1,9 +1,10 @@
 """Make the planned patch size divisible by a network's total stride, and record it in the plans.
 
 nnU-Net plans a patch for its own U-Net; a network with other strides (NeurINO: total stride 16, or 32
-with the stride-4 stem) needs every patch axis to be a multiple of its total stride on that axis. The
-trainer changes the patch in ``initialize()`` and writes it into ``plans_manager.plans`` before
-``on_train_start`` saves ``plans.json``, so the predictor uses the same patch.
+with the stride-4 stem) needs every patch axis to be a multiple of its total stride on that axis.
+:class:`~nnunetv2_neurino.trainers.base.OwnNetworkTrainer` changes the patch in ``initialize()`` and writes
+it into ``plans_manager.plans`` before ``on_train_start`` saves ``plans.json``, so the predictor uses the
+same patch.
 """
 
 from __future__ import annotations
@@ -71,25 +72,3 @@ def write_patch_size(trainer, patch_size: Sequence[int]) -> None:
     patch = [int(p) for p in patch_size]
     trainer.plans_manager.plans["configurations"][trainer.configuration_name]["patch_size"] = patch
     trainer.configuration_manager.configuration["patch_size"] = patch
-
-
-class PatchFitMixin:
-    """Fit the planned patch to the network's total stride in ``initialize()`` (before the network is built).
-
-    Subclasses implement the classmethod ``network_total_stride(configuration_manager, patch_size)``.
-    """
-
-    @classmethod
-    def network_total_stride(cls, configuration_manager, patch_size: Sequence[int]) -> Sequence[int]:
-        raise NotImplementedError
-
-    def initialize(self):
-        if not self.was_initialized:
-            planned = [int(p) for p in self.configuration_manager.patch_size]
-            fitted = fit_patch_to_network(
-                planned, lambda p: self.network_total_stride(self.configuration_manager, p))
-            if fitted != planned:
-                self.print_to_log_file(f"Patch size {planned} is not divisible by the network's total "
-                                       f"stride: using {fitted} (written into the saved plans)")
-                write_patch_size(self, fitted)
-        super().initialize()

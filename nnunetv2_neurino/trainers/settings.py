@@ -12,12 +12,12 @@ class attributes of a subclass. :class:`ClassSettingsMixin` copies the class att
 from __future__ import annotations
 
 import torch
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_neurino.errors import NeurinoError
 
-_CUDA = torch.device("cuda")  # nnU-Net's default device argument (the signature must stay nnU-Net's)
+#: nnU-Net's default ``device`` argument (the ``__init__`` signatures of mixins must stay nnU-Net's)
+DEFAULT_DEVICE = torch.device("cuda")
 
 #: nnU-Net instance hyperparameters that a subclass may set as class attributes.
 NNUNET_SETTINGS = (
@@ -35,7 +35,7 @@ class ClassSettingsMixin:
     only_3d: bool = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = _CUDA):
+                 device: torch.device = DEFAULT_DEVICE):
         if self.only_3d:
             patch = PlansManager(plans).get_configuration(configuration).patch_size
             if len(patch) != 3:
@@ -48,28 +48,6 @@ class ClassSettingsMixin:
             value = getattr(type(self), name, None)
             if value is not None:
                 setattr(self, name, value)
-
-
-class AdamWPolyMixin:
-    """AdamW with a poly learning-rate schedule and gradient clipping, all as class attributes.
-
-    Defaults: the released NeurINO recipe (suppl. §9), lr 1e-3, weight decay 3e-5, eps 1e-4, poly 0.9,
-    clip 12, 110 epochs. nnU-Net's ``initial_lr`` / ``weight_decay`` / ``num_epochs`` are set from them
-    through :class:`ClassSettingsMixin`.
-    """
-
-    initial_lr: float = 1e-3
-    weight_decay: float = 3e-5
-    num_epochs: int = 110
-    adam_eps: float = 1e-4
-    poly_exponent: float = 0.9
-    grad_clip: float = 12.0
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr,
-                                      weight_decay=self.weight_decay, eps=self.adam_eps)
-        scheduler = PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, exponent=self.poly_exponent)
-        return optimizer, scheduler
 
 
 class NoMirroringMixin:

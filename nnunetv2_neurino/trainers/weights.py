@@ -1,7 +1,8 @@
 """Pretrained DINOv3 weights in the trainer life cycle.
 
-- ``initialize()`` (also run by ``--c``, ``--val`` and checkpoint loading) loads the DINOv3 file into the
-  encoder when the environment variable names one; it never fails for a missing file.
+- at the end of ``initialize()`` (the :meth:`~.base.OwnNetworkTrainer.on_network_built` hook; also run by
+  ``--c``, ``--val`` and checkpoint loading) the DINOv3 file is loaded into the encoder when the environment
+  variable names one; it never fails for a missing file.
 - ``on_train_start`` of a FRESH run (no checkpoint loaded, no ``-pretrained_weights``) without the file
   raises the missing-weights error: a pretrained trainer never silently trains from scratch.
 - ``build_network_architecture`` never loads weights (it also runs at inference).
@@ -15,27 +16,31 @@ from __future__ import annotations
 import torch
 
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.trainers.deep_supervision import unwrap_network
 
 
 class DINOv3WeightsMixin:
-    """Loads DINOv3 weights in ``initialize``; refuses a fresh pretrained run without them.
+    """Loads DINOv3 weights when the network is built; refuses a fresh pretrained run without them.
 
-    Class attributes: ``use_pretrained`` (False for from-scratch variants), and the network settings
-    ``variant`` and ``inflation`` (read from the network trainer class).
+    For NeurINO trainers (an :class:`~.base.OwnNetworkTrainer` whose network has a DINOv3 ``encoder`` and
+    whose class attributes ``variant`` and ``inflation`` name it). Class attribute ``use_pretrained``
+    (False for from-scratch variants).
     """
 
     use_pretrained: bool = True
+    _neurino_checkpoint_loaded: bool = False
+    _neurino_weights_file: str | None = None
 
-    def initialize(self):
+    def on_network_built(self) -> None:
+        super().on_network_built()
         self._neurino_checkpoint_loaded = False
         self._neurino_weights_file = None
-        super().initialize()
         if self.use_pretrained:
             from nnunetv2_neurino.networks.inflation import load_dinov3_into_encoder, resolve_dinov3_weights
 
             path = resolve_dinov3_weights(self.variant)
             if path is not None:
-                encoder = self._plain_network().encoder
+                encoder = unwrap_network(self.network).encoder
                 load_dinov3_into_encoder(encoder, path, self.variant, self.inflation)
                 self._neurino_weights_file = str(path)
                 self.print_to_log_file(f"Loaded DINOv3 {self.variant} weights from {path} "
@@ -43,7 +48,7 @@ class DINOv3WeightsMixin:
         self._neurino_init_snapshot = self._stem_weight().detach().clone()
 
     def _stem_weight(self) -> torch.Tensor:
-        return next(self._plain_network().parameters())
+        return next(unwrap_network(self.network).parameters())
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         super().load_checkpoint(filename_or_checkpoint)

@@ -1,4 +1,4 @@
-"""Synthetic Y-shaped tube phantoms (used by the loss tests and ``benchmarks/tasl_cost.py``).
+"""Synthetic Y-shaped tube phantoms (used by the loss and trainer tests and ``benchmarks/train_step.py``).
 
 ``y_tube(shape, radius, ...)`` draws three straight tubes meeting at a junction: a stem along z from
 z = 8 up to the junction at (36, 32, 32) and two arms diverging from it to (52, 20, 26) and (52, 44, 38)
