@@ -294,3 +294,42 @@ def test_cli_trace_writes_the_trees_of_trace_mask_beside_the_output(large_case, 
     again = large_case["root"] / "t3.ome.zarr"
     assert main(argv[:6] + [str(again)] + argv[7:] + [str(stated)]) == 2
     assert not again.exists()
+
+
+def test_tile_feed_yields_the_tiles_in_order_and_hands_errors_to_the_consumer():
+    import torch
+
+    from nnunetv2_neurino.large.predict import _tile_feed
+
+    data = torch.arange(6 * 7 * 8, dtype=torch.float32).reshape(6, 7, 8)
+    slices = [(slice(z, z + 3), slice(y, y + 4), slice(0, 8)) for z in (0, 3) for y in (0, 2, 3)]
+    got = list(_tile_feed(data, slices, depth=1))
+    assert len(got) == len(slices)
+    for sl, tile in zip(slices, got):
+        assert tile.shape == (1, 1, 3, 4, 8) and tile.is_contiguous()
+        assert torch.equal(tile[0, 0], data[sl])
+    # a failing cut (too many indices) reaches the consumer as the same exception, and nothing hangs
+    with pytest.raises(IndexError):
+        list(_tile_feed(data, slices[:2] + [(slice(0, 1),) * 4], depth=1))
+    # a consumer that stops early leaves no producer blocked on the full queue
+    feed = _tile_feed(data, slices, depth=1)
+    next(feed)
+    feed.close()
+
+
+def test_local_cluster_workers_keep_glibcs_adaptive_malloc(monkeypatch):
+    """dask's default MALLOC_TRIM_THRESHOLD_ made every tensor an mmap in the workers (about 2x slower)."""
+    import os
+
+    from distributed import Client
+
+    from nnunetv2_neurino.large.engine import start_local_cluster
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    cluster = start_local_cluster(1)
+    try:
+        with Client(cluster) as client:
+            env = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
+    finally:
+        cluster.close()
+    assert list(env.values()) == ["unset"]

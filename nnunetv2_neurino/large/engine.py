@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["BlockReport", "usable_cores", "peak_rss_bytes", "torch_threads_rule", "run_tasks",
-           "default_workers"]
+           "default_workers", "start_local_cluster"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,22 @@ def _set_share(counts: dict[str, int], dask_worker=None) -> None:
     dask_worker._neurino_share = counts.get(dask_worker.address, 1)
 
 
+def start_local_cluster(workers: int):
+    """An embedded ``LocalCluster`` of ``workers`` processes, one dask thread each, no dashboard.
+
+    dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` in its workers by default (to hand memory back to the
+    OS). Setting it also turns off glibc's adaptive mmap threshold, so every block- or tile-sized tensor is
+    mapped and unmapped again: in a worker the network ran about 2x slower on the CPU, most of it system
+    time (docs/benchmarks.md, "Whole-brain volumes"). Our workers start without it. Start the workers of
+    an existing cluster the same way (``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null``).
+    """
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+
+
 def run_tasks(task: Callable[..., BlockReport], job, pending: list, scheduler: str | None,
               workers: int | None, device: str) -> EngineResult:
     """``task(job, index)`` for every pending block index, each retried once; progress bar over blocks.
@@ -136,14 +152,13 @@ def run_tasks(task: Callable[..., BlockReport], job, pending: list, scheduler: s
             bar.update(1)
         bar.close()
         return result
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
     cluster = None
     if scheduler:
         client = Client(scheduler)
     else:
-        cluster = LocalCluster(n_workers=workers or default_workers(device), threads_per_worker=1,
-                               processes=True, dashboard_address=None)
+        cluster = start_local_cluster(workers or default_workers(device))
         client = Client(cluster)
     try:
         client.run(_set_share, workers_per_host(list(client.scheduler_info()["workers"])))
