@@ -4,6 +4,10 @@
   :func:`add_device_option` and :func:`resolve_device`.
 * ``--json``: results as one JSON document on stdout (NaN written as ``null``), human text otherwise:
   :func:`add_json_option` and :func:`print_json`.
+* ``--tracer``: one name or several, checked by the tracer registry (same error from every command):
+  :func:`add_tracer_option`.
+* Library errors name parameters (``min_component_size``); :func:`flag_names` rewrites them as the
+  command's flags (``--min-size``).
 * A renamed flag keeps its old spelling as a deprecated alias that still works and prints a note on
   stderr: :func:`add_renamed_option`.
 
@@ -15,7 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from nnunetv2_neurino.errors import NeurinoError
@@ -100,3 +107,34 @@ def add_renamed_option(parser: argparse.ArgumentParser, new: str | list[str], ol
     help_text = f"{help_text} ({', '.join(old)}: deprecated alias)".strip()
     return parser.add_argument(*new, *old, action=_DeprecatedAlias, deprecated=old, new_name=new[-1],
                                help=help_text, **kwargs)
+
+
+def add_tracer_option(parser: argparse.ArgumentParser, several: bool = False, **kwargs) -> argparse.Action:
+    """Add ``--tracer NAME`` (``several``: ``--tracer NAME [NAME ...]``), default ``builtin``.
+
+    Names are not checked by argparse: the library checks them
+    (:func:`nnunetv2_neurino.tracing.registry.check_tracer`), so every command refuses an unknown tracer
+    with the same message (exit 2).
+    """
+    from nnunetv2_neurino.tracing.registry import BUILTIN, TRACER_NAMES
+
+    default = [BUILTIN] if several else BUILTIN
+    kwargs.setdefault("help", f"tracer: {', '.join(TRACER_NAMES)} (default {BUILTIN}; Vaa3D tracers need "
+                              "VAA3D_BIN or vaa3d on PATH)")
+    return parser.add_argument("--tracer", nargs="+" if several else None, default=default, metavar="NAME",
+                               **kwargs)
+
+
+@contextmanager
+def flag_names(flags: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a NeurinoError that starts with a library parameter name in ``flags`` with its flag instead.
+
+    ``flags`` maps parameter names to flags, e.g. ``{"min_component_size": "--min-size"}``. Only the
+    leading word is replaced (library messages about a parameter start with its name; a path later in
+    the message may hold the same word).
+    """
+    try:
+        yield
+    except NeurinoError as e:
+        pattern = re.compile(r"^(" + "|".join(map(re.escape, flags)) + r")(?![\w-])")
+        raise NeurinoError(pattern.sub(lambda m: flags[m.group(1)], str(e), count=1)) from None

@@ -95,7 +95,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
     images_dir : optional raw images ``CASE_0000.*`` (figure background).
     gt_swc_dir : optional gold SWCs ``CASE.swc``; without one, the ground-truth mask is traced with the same
         tracer (the report says so).
-    tracers : tracer names, see :mod:`nnunetv2_neurino.evaluation.tracers`.
+    tracers : tracer names, see :mod:`nnunetv2_neurino.tracing.registry`.
     method, dataset : names for the tables. Default method: the trainer of an nnU-Net results path
         (``.../DatasetXXX_NAME/TRAINER__PLANS__CONFIG/fold_N/validation``), else the prediction folder's
         name. Default data set: ``NAME`` of ``DatasetXXX_NAME`` in the prediction path, else in the
@@ -119,10 +119,10 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
         raise NeurinoError(f"-j must be >= 1, got {workers}")
     if not tracers:
         raise NeurinoError("at least one tracer is needed")
-    from nnunetv2_neurino.evaluation.tracers import get_tracer
+    from nnunetv2_neurino.tracing.registry import check_tracer
 
     for t in tracers:
-        get_tracer(t)  # unknown names fail before any work
+        check_tracer(t)  # unknown names fail before any work
     if any(t != "builtin" for t in tracers):
         from nnunetv2_neurino.tracing.vaa3d import find_vaa3d
 

@@ -25,6 +25,7 @@ from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.inference.model import load_predictor
 from nnunetv2_neurino.inference.run_folder import resolve_run
 from nnunetv2_neurino.io_utils import atomic_file
+from nnunetv2_neurino.tracing.registry import MIN_COMPONENT_SIZE
 
 _ZYX_READERS = ("SimpleITKIO", "SimpleITKIOWithReorient", "Tiff3DIO")
 
@@ -97,7 +98,7 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
                  folds: list[str] | None = None, checkpoint: str = "final", save_probabilities: bool = False,
                  threshold: float = 0.5,
                  device: str = "cpu", trace: bool = True, spacing: tuple[float, float, float] | None = None,
-                 min_component_size: int = 10, force: bool = False,
+                 min_component_size: int = MIN_COMPONENT_SIZE, force: bool = False,
                  use_mirroring: bool = True, root_rule: str = "radius") -> PredictionResult:
     """Segment one stack with a trained nnU-Net run and trace it.
 
