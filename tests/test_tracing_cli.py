@@ -8,11 +8,11 @@ import pytest
 from nnunetv2_neurino.cli import main
 from nnunetv2_neurino.data.readers import write_nifti
 from nnunetv2_neurino.data.render import render_swc
+from nnunetv2_neurino.data.volumes import read_volume
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import OUTPUT_MARKER
 from nnunetv2_neurino.swc import SWCTree, read_swc
 from nnunetv2_neurino.tracing import trace_mask
-from nnunetv2_neurino.tracing.io import read_volume
 
 
 @pytest.fixture()

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from nnunetv2_neurino.metrics.segmentation import segmentation_metrics
-    from nnunetv2_neurino.metrics.volume_io import foreground, read_label_volume, same_spacing
+    from nnunetv2_neurino.data.volumes import read_label_volume, same_spacing
+    from nnunetv2_neurino.metrics.segmentation import foreground, segmentation_metrics
 
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise NeurinoError(f"--threshold must be a finite number, got {args.threshold}")

@@ -81,9 +81,9 @@ def score_case(files: CaseFiles, tracers: Sequence[str], threshold: float = 2.0,
     -------
     Row dict (see module docstring).
     """
+    from nnunetv2_neurino.data.volumes import read_label_volume, same_spacing
     from nnunetv2_neurino.metrics.neuron_distance import neuron_distance
     from nnunetv2_neurino.metrics.segmentation import segmentation_metrics
-    from nnunetv2_neurino.metrics.volume_io import read_label_volume, same_spacing
     from nnunetv2_neurino.swc import read_swc
     from nnunetv2_neurino.tracing.registry import get_tracer, trace_with_and_without_lcc
     from nnunetv2_neurino.tracing.roots import reroot_near

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from nnunetv2_neurino.data.volumes import list_cases
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.evaluation.case import SEG_KEYS, CaseFiles, score_case_safe, tree_columns
-from nnunetv2_neurino.evaluation.nnunet_paths import list_cases, names_from_results_path
+from nnunetv2_neurino.evaluation.nnunet_paths import names_from_results_path
 from nnunetv2_neurino.evaluation.report import (
     HD95_CONVENTION,
     LCC_CONVENTION,

@@ -1,12 +1,10 @@
-"""Method and data-set names from nnU-Net result paths, and case files in nnU-Net folders."""
+"""Method and data-set names from nnU-Net result paths."""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
-
-from nnunetv2_neurino.errors import NeurinoError
 
 _DATASET = re.compile(r"^Dataset(\d{3})_(.+)$")
 _TRAINER_DIR = re.compile(r"^([^_].*?)__(.+?)__(.+)$")
@@ -55,40 +53,3 @@ def _read_plans(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def list_cases(folder: str | os.PathLike, channel_suffix: str = "") -> dict[str, Path]:
-    """Map case name → image file for every readable image in ``folder``.
-
-    Parameters
-    ----------
-    folder : a folder of ``CASE<channel_suffix>.<ext>`` files (``.nii.gz``, ``.tif``, ``.npy``, ...).
-    channel_suffix : e.g. ``"_0000"`` for nnU-Net image folders; files without it are ignored.
-
-    Returns
-    -------
-    dict sorted by case name. Non-image files (json, pkl, npz, ...) are ignored.
-    """
-    from nnunetv2_neurino.data.readers import image_stem, image_suffix
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise NeurinoError(f"{folder}: no such folder")
-    cases: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith("."):
-            continue
-        if p.name.lower().endswith(".npy"):
-            stem = p.name[:-4]
-        elif image_suffix(p) is not None:
-            stem = image_stem(p)
-        else:
-            continue
-        if channel_suffix:
-            if not stem.endswith(channel_suffix):
-                continue
-            stem = stem[: -len(channel_suffix)]
-        if stem in cases:
-            raise NeurinoError(f"{folder}: case {stem!r} has two files ({cases[stem].name}, {p.name})")
-        cases[stem] = p
-    return cases

@@ -11,6 +11,7 @@ percentile and gives a different number.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import edt
@@ -183,3 +184,40 @@ def segmentation_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[flo
         h, a, b = hd95(p, g, sp)
         out.update(hd95=h, hd95_pred_to_gt=a, hd95_gt_to_pred=b, flag="")
     return out
+
+
+def foreground(arr: np.ndarray, path: str | os.PathLike, threshold: float | None = None,
+               label: int | None = None) -> np.ndarray:
+    """The boolean foreground of a volume to be scored, refusing what would be scored silently wrong.
+
+    Parameters
+    ----------
+    arr : (z, y, x) mask, label map or probability map as read by
+        :func:`~nnunetv2_neurino.data.volumes.read_label_volume`.
+    path : its file, named in the messages.
+    threshold : float volumes: foreground = value > ``threshold``. Required when the volume holds
+        non-integer values (a probability map), which would otherwise count every non-zero voxel.
+    label : foreground = value == ``label`` (label maps); default every non-zero value.
+
+    Returns
+    -------
+    bool array (z, y, x).
+
+    Raises
+    ------
+    NeurinoError : NaN or infinite values; non-integer values without ``threshold``.
+    """
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise NeurinoError(f"{path}: {int(bad.sum())} voxel(s) are NaN or infinite; a mask to score must "
+                               "hold finite values")
+        if threshold is not None:
+            return arr > threshold
+        if not np.array_equal(arr, np.round(arr)):
+            raise NeurinoError(f"{path}: holds non-integer values ({float(arr.min()):g} .. "
+                               f"{float(arr.max()):g}), like a probability map; pass --threshold T to score "
+                               "value > T as foreground")
+    if label is not None:
+        return arr == label
+    return arr != 0

@@ -68,8 +68,8 @@ def check_root_inside(root: Sequence[float], shape: tuple[int, ...], path: str |
 
 
 def trace_file(path: str | os.PathLike, settings: TraceSettings) -> SWCTree:
-    """Read a volume file (:func:`~nnunetv2_neurino.tracing.io.read_volume`) and trace it."""
-    from nnunetv2_neurino.tracing.io import read_volume
+    """Read a volume file (:func:`~nnunetv2_neurino.data.volumes.read_volume`) and trace it."""
+    from nnunetv2_neurino.data.volumes import read_volume
 
     volume, spacing = read_volume(path)
     if settings.root is not None:
@@ -89,7 +89,7 @@ def empty_reason(path: str | os.PathLike, settings: TraceSettings,
     """
     import cc3d
 
-    from nnunetv2_neurino.tracing.io import read_volume
+    from nnunetv2_neurino.data.volumes import read_volume
 
     volume, _ = read_volume(path)
     is_prob = np.issubdtype(volume.dtype, np.floating)
@@ -111,7 +111,7 @@ def folder_cases(folder: str | os.PathLike, use_probabilities: bool = False) -> 
     A case with both a mask and an ``.npz`` / ``.npy`` file is traced from the mask, or from the latter
     with ``use_probabilities``. Raises NeurinoError when the folder holds no volume file.
     """
-    from nnunetv2_neurino.tracing.io import is_volume_file, volume_stem
+    from nnunetv2_neurino.data.volumes import is_volume_file, volume_stem
 
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if is_volume_file(p) and not p.name.startswith("."))
@@ -155,9 +155,9 @@ def trace_folder(src: str | os.PathLike, out: str | os.PathLike, settings: Trace
     """
     from tqdm import tqdm
 
+    from nnunetv2_neurino.data.volumes import volume_stem
     from nnunetv2_neurino.io_utils import atomic_directory
     from nnunetv2_neurino.swc import write_swc
-    from nnunetv2_neurino.tracing.io import volume_stem
 
     settings.check()
     cases, skipped = folder_cases(src, use_probabilities)
