@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_neurino.data.readers import write_nifti
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import atomic_directory
 
@@ -168,16 +169,9 @@ def _check_case(case: LoadedCase) -> str | None:
 
 
 def _write_nifti(path: Path, array: np.ndarray, spacing) -> None:
-    import SimpleITK as sitk
-
+    """:func:`~nnunetv2_neurino.data.readers.write_nifti`, float64 stored as float32 (as nnU-Net reads)."""
     array = np.asarray(array)
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    elif array.dtype == np.float64:
-        array = array.astype(np.float32)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
-    sitk.WriteImage(img, str(path), useCompression=True)
+    write_nifti(path, array.astype(np.float32) if array.dtype == np.float64 else array, spacing)
 
 
 def _check_id_free(root: Path, dataset_id: int, folder: str) -> None:
