@@ -1,7 +1,8 @@
-"""Tiny synthetic tube data sets in nnU-Net raw format (smoke tests, the end-to-end test fixture, `demo`).
+"""Tiny synthetic tube data sets in nnU-Net raw format (smoke tests and the end-to-end test fixture).
 
 Random straight bright tubes in Gaussian noise; labels are the tubes (0 background, 1 tube). Not a realistic
-neuron model (see ``data/synthetic/`` for that): just enough signal for a few training iterations.
+neuron model (see :mod:`nnunetv2_neurino.data.synthetic` for that): just enough signal for a few training
+iterations.
 """
 
 from __future__ import annotations
