@@ -143,7 +143,7 @@ def test_names_from_nnunet_predict_folder_and_gt_path(folders, tmp_path, capsys)
     import shutil
 
     from nnunetv2_neurino.evaluation import evaluate_folders
-    from nnunetv2_neurino.evaluation.nnunet_paths import names_from_results_path
+    from nnunetv2_neurino.nnunet_layout import names_from_results_path
 
     dirs, _, _ = folders
     pred, gt = tmp_path / "my_predictions", tmp_path / "Dataset503_Fly" / "labelsTs"

@@ -31,6 +31,7 @@ import numpy as np
 from nnunetv2_neurino.data.readers import write_nifti
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import atomic_directory
+from nnunetv2_neurino.nnunet_layout import dataset_folder_name, dataset_id_prefix, resolve_raw_root
 
 LABELS = {"background": 0, "neuron": 1}
 FILE_ENDING = ".nii.gz"
@@ -104,25 +105,6 @@ def unique_case_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def dataset_folder_name(dataset_id: int, name: str) -> str:
-    """nnU-Net's folder name ``DatasetXXX_NAME`` (id zero-padded to 3 digits)."""
-    if not 1 <= int(dataset_id) <= 999:
-        raise NeurinoError(f"dataset id {dataset_id} must be between 1 and 999 (nnU-Net convention)")
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        raise NeurinoError(f"dataset name {name!r} may only contain letters, digits, '-' and '_'")
-    return f"Dataset{int(dataset_id):03d}_{name}"
-
-
-def resolve_raw_root(out: str | os.PathLike | None) -> Path:
-    """``out`` if given, else ``$nnUNet_raw``; NeurinoError when neither is set."""
-    if out:
-        return Path(out)
-    env = os.environ.get("nnUNet_raw")
-    if not env:
-        raise NeurinoError("no output folder: pass -o/--output or set the nnUNet_raw environment variable")
-    return Path(env)
-
-
 def split_train_test(names: Sequence[str], test_fraction: float, seed: int) -> set[str]:
     """The test cases: ``round(test_fraction * n)`` names (at most n − 1) drawn by a seeded permutation.
 
@@ -175,7 +157,7 @@ def _write_nifti(path: Path, array: np.ndarray, spacing) -> None:
 
 
 def _check_id_free(root: Path, dataset_id: int, folder: str) -> None:
-    prefix = f"Dataset{int(dataset_id):03d}_"
+    prefix = dataset_id_prefix(dataset_id)
     if root.is_dir():
         clash = [p.name for p in root.iterdir() if p.name.startswith(prefix) and p.name != folder]
         if clash:

@@ -19,7 +19,6 @@ from tqdm import tqdm
 from nnunetv2_neurino.data.volumes import list_cases
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.evaluation.case import SEG_KEYS, CaseFiles, score_case_safe, tree_columns
-from nnunetv2_neurino.evaluation.nnunet_paths import names_from_results_path
 from nnunetv2_neurino.evaluation.report import (
     HD95_CONVENTION,
     LCC_CONVENTION,
@@ -29,6 +28,7 @@ from nnunetv2_neurino.evaluation.report import (
     write_csv,
 )
 from nnunetv2_neurino.io_utils import atomic_directory, atomic_file
+from nnunetv2_neurino.nnunet_layout import names_from_results_path, raw_swc_dir
 
 
 def _find_swc(folder: Path, case: str) -> Path | None:
@@ -209,9 +209,8 @@ def write_topology_summary(validation_dir: str | os.PathLike, gt_dir: str | os.P
             raise NeurinoError(f"{validation_dir}: pass gt_dir (cannot derive it: nnUNet_preprocessed "
                                "unset or no DatasetXXX_NAME in the path)")
         gt_dir = Path(pre) / parsed["dataset"] / "gt_segmentations"
-    if gt_swc_dir is None and parsed["dataset"] and os.environ.get("nnUNet_raw"):
-        cand = Path(os.environ["nnUNet_raw"]) / parsed["dataset"] / "swcTr"
-        gt_swc_dir = cand if cand.is_dir() else None
+    if gt_swc_dir is None:
+        gt_swc_dir = raw_swc_dir(parsed["dataset"])
     cases = collect_cases(validation_dir, gt_dir, None, gt_swc_dir)
     preds = [c for c in cases if c.pred is not None]  # validation covers one fold: ignore other GT cases
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from nnunetv2_neurino.data.readers import write_nifti
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.nnunet_layout import dataset_folder_name
 
 
 def segment_distance(shape: tuple[int, int, int], start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -79,7 +80,7 @@ def write_tube_dataset(raw_root: str | Path, dataset_id: int, name: str = "Neuri
     """
     if not 1 <= dataset_id <= 999:
         raise NeurinoError(f"dataset_id must be in 1..999 (nnU-Net's 3-digit ids), got {dataset_id}")
-    folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
+    folder = Path(raw_root) / dataset_folder_name(dataset_id, name)
     if folder.exists():
         raise NeurinoError(f"{folder} already exists")
     rng = np.random.default_rng(seed)
