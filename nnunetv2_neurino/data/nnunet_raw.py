@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_neurino.data.readers import write_nifti
+from nnunetv2_neurino.data.volumes import check_spacing
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import atomic_directory
 from nnunetv2_neurino.nnunet_layout import dataset_folder_name, dataset_id_prefix, resolve_raw_root
@@ -138,7 +139,9 @@ def _check_case(case: LoadedCase) -> str | None:
         return f"image has shape {case.image.shape}, expected 3D (z, y, x)"
     if case.label.shape != case.image.shape:
         return f"label shape {case.label.shape} differs from image shape {case.image.shape}"
-    if not np.all(np.isfinite(case.spacing)) or min(case.spacing) <= 0:
+    try:
+        check_spacing(case.spacing)
+    except NeurinoError:
         return f"invalid spacing {case.spacing}"
     if not np.any(case.label):
         return "label is empty (no neuron voxel inside the image: check the SWC coordinate convention)"

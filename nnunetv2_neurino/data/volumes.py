@@ -8,6 +8,7 @@ metrics score (a 3D label map), :func:`list_cases` the case files of a folder.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from nnunetv2_neurino.data.readers import image_stem, image_suffix, read_image
 from nnunetv2_neurino.errors import NeurinoError
 
 __all__ = ["read_volume", "read_label_volume", "load_numpy", "volume_stem", "is_volume_file",
-           "foreground_channel", "same_spacing", "list_cases"]
+           "foreground_channel", "check_spacing", "same_spacing", "list_cases"]
 
 Spacing = tuple[float, float, float]
 
@@ -123,6 +124,17 @@ def read_label_volume(path: str | os.PathLike) -> tuple[np.ndarray, Spacing]:
     if arr.ndim != 3:
         raise NeurinoError(f"{path}: expected a 3D volume (z, y, x), got shape {arr.shape}")
     return arr, tuple(float(s) for s in spacing)  # type: ignore[return-value]
+
+
+def check_spacing(spacing, name: str = "spacing") -> Spacing:
+    """``spacing`` as three finite positive floats (z, y, x); NeurinoError naming ``name`` otherwise."""
+    try:
+        sp = tuple(float(s) for s in np.asarray(spacing, dtype=np.float64).reshape(-1))
+    except (TypeError, ValueError):
+        sp = ()
+    if len(sp) != 3 or not all(math.isfinite(s) and s > 0 for s in sp):
+        raise NeurinoError(f"{name} must be three positive numbers (z, y, x), got {spacing!r}")
+    return sp  # type: ignore[return-value]
 
 
 def same_spacing(a: Spacing, b: Spacing, rtol: float = 1e-4) -> bool:

@@ -129,6 +129,7 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
         every output is computed before the first file is written (each one atomically).
     """
     from nnunetv2_neurino.data.readers import image_stem, read_image, write_nifti
+    from nnunetv2_neurino.data.volumes import check_spacing
 
     if not 0.0 < threshold < 1.0:
         raise NeurinoError(f"--threshold must be in (0, 1), got {threshold}")
@@ -150,9 +151,7 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
 
     run = resolve_run(run_dir, folds)
     image, file_spacing = read_image(input_path, channel=None)  # before the (slow) model load
-    spacing = tuple(float(s) for s in (spacing if spacing is not None else file_spacing))
-    if len(spacing) != 3 or not all(s > 0 and np.isfinite(s) for s in spacing):
-        raise NeurinoError(f"spacing must be three positive numbers (z, y, x), got {spacing}")
+    spacing = check_spacing(spacing if spacing is not None else file_spacing)
     if folds is None and len(run.fold_dirs) > 1:  # a trainer folder: use folds that have this checkpoint
         from nnunetv2_neurino.inference.run_folder import CHECKPOINT_FILES
 

@@ -18,17 +18,13 @@ import edt
 import numpy as np
 from scipy.spatial import cKDTree
 
+from nnunetv2_neurino.data.volumes import check_spacing
 from nnunetv2_neurino.errors import NeurinoError
 
 __all__ = ["surface_coords", "surface_voxels", "directed_surface_distances", "hd95", "segmentation_metrics"]
 
 def _check_spacing(spacing: Sequence[float] | None) -> tuple[float, float, float]:
-    if spacing is None:
-        return (1.0, 1.0, 1.0)
-    sp = tuple(float(s) for s in spacing)
-    if len(sp) != 3 or not all(math.isfinite(s) and s > 0 for s in sp):
-        raise NeurinoError(f"spacing must be three positive numbers (z, y, x), got {spacing!r}")
-    return sp  # type: ignore[return-value]
+    return (1.0, 1.0, 1.0) if spacing is None else check_spacing(spacing)
 
 
 _NEIGHBOURS = np.array([[-1, 0, 0], [1, 0, 0], [0, -1, 0], [0, 1, 0], [0, 0, -1], [0, 0, 1]])

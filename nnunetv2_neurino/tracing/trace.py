@@ -19,6 +19,7 @@ import cc3d
 import numpy as np
 from scipy.spatial import cKDTree
 
+from nnunetv2_neurino.data.volumes import check_spacing
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.losses.skeleton_utils import skeletonize_keep_branches
 from nnunetv2_neurino.swc import BASAL_DENDRITE, SOMA, SWCTree
@@ -32,10 +33,7 @@ __all__ = ["trace_mask", "trace_mask_and_largest_component", "keep_largest_compo
 
 
 def _check_spacing(spacing) -> np.ndarray:
-    s = np.asarray(spacing, dtype=np.float64).reshape(-1)
-    if s.shape != (3,) or np.any(~np.isfinite(s)) or np.any(s <= 0):
-        raise NeurinoError(f"spacing must be 3 positive numbers (z, y, x), got {np.atleast_1d(spacing)}")
-    return s
+    return np.asarray(check_spacing(spacing), dtype=np.float64)
 
 
 def distance_to_background(fg: np.ndarray, points: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:

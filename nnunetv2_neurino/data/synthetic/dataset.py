@@ -26,6 +26,7 @@ from nnunetv2_neurino.data.synthetic.morphology import (
     generate_fibre,
     generate_neuron,
 )
+from nnunetv2_neurino.data.volumes import check_spacing
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.swc import SWCTree, read_swc
 
@@ -70,11 +71,9 @@ def case_rng(seed: int, index: int) -> np.random.Generator:
 
 def _check_shape_spacing(shape, spacing) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     shape = tuple(int(s) for s in shape)
-    spacing = tuple(float(s) for s in spacing)
     if len(shape) != 3 or min(shape) < 8:
-        raise NeurinoError(f"--shape must be 3 sizes Z Y X of at least 8 voxels, got {shape}")
-    if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
-        raise NeurinoError(f"--spacing must be 3 positive numbers Z Y X, got {spacing}")
+        raise NeurinoError(f"shape must be 3 sizes Z Y X of at least 8 voxels, got {shape}")
+    spacing = check_spacing(spacing)
     return shape, spacing
 
 
