@@ -17,8 +17,6 @@ The leading underscore keeps this module out of the sub-command discovery in :mo
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import re
 import sys
 from collections.abc import Iterator, Mapping
@@ -26,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.io_utils import json_dumps
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -61,22 +60,9 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
                         help="print the results as one JSON document on stdout (NaN as null) instead of text")
 
 
-def json_clean(value: Any) -> Any:
-    """``value`` with NaN/inf floats → ``None`` and numpy scalars / arrays → Python numbers / lists."""
-    if isinstance(value, dict):
-        return {str(k): json_clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_clean(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return json_clean(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def print_json(obj: Any) -> None:
-    """Print ``obj`` as strict JSON (no NaN: :func:`json_clean`) on stdout."""
-    print(json.dumps(json_clean(obj), indent=2, allow_nan=False, default=str))
+    """Print ``obj`` as strict JSON (no NaN: :func:`~nnunetv2_neurino.io_utils.json_dumps`) on stdout."""
+    print(json_dumps(obj))
 
 
 class _DeprecatedAlias(argparse.Action):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nnunetv2_neurino.commands._options import add_json_option, print_json
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.io_utils import atomic_file, check_output_paths
+from nnunetv2_neurino.io_utils import atomic_file, check_output_paths, refuse_existing_file
 
 NAME = "plot-curves"
 HELP = ("plot train loss, validation loss and pseudo Dice per epoch of nnU-Net runs "
@@ -33,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise NeurinoError(f"-o {out}: use a .png, .pdf or .svg file name")
     csv_path = out.with_suffix(".csv")
     for p in (out, csv_path):
-        if p.exists() and not args.force:
-            raise NeurinoError(f"{p} already exists (pass --force to overwrite)")
+        refuse_existing_file(p, args.force)
     curves = read_run_curves(args.run_dirs, args.names)  # only reads: bad inputs are named first
     check_output_paths([out, csv_path], args.run_dirs)
     with atomic_file(csv_path, force=True) as tmp:

@@ -71,7 +71,7 @@ def _settings(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.commands._options import flag_names
     from nnunetv2_neurino.errors import NeurinoError
-    from nnunetv2_neurino.io_utils import check_output_paths
+    from nnunetv2_neurino.io_utils import check_output_paths, refuse_existing_file
     from nnunetv2_neurino.swc import write_swc
     from nnunetv2_neurino.tracing.folder import empty_reason, trace_file, trace_folder
 
@@ -86,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
         if out.is_dir():
             raise NeurinoError(f"-o {out} is a folder; tracing one file writes one .swc file: "
                                "give a file name")
-        if out.exists() and not args.force:
-            raise NeurinoError(f"{out} already exists (pass --force to overwrite)")
+        refuse_existing_file(out, args.force)
         with flag_names(FLAGS):
             tree = trace_file(src, settings)
         write_swc(tree, out, force=True, header=settings.header(src))

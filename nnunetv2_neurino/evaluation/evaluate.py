@@ -7,8 +7,6 @@ Folder layout (nnU-Net's): predictions ``CASE.<ext>``, ground truth ``CASE.<ext>
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -27,7 +25,7 @@ from nnunetv2_neurino.evaluation.report import (
     summarise,
     write_csv,
 )
-from nnunetv2_neurino.io_utils import atomic_directory, atomic_file
+from nnunetv2_neurino.io_utils import atomic_directory, atomic_file, json_dumps
 from nnunetv2_neurino.nnunet_layout import names_from_results_path, raw_swc_dir
 
 
@@ -172,7 +170,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
                             "root_dist": ROOT_CONVENTION,
                             "std": "population standard deviation (ddof 0) over scored cases, NaNs excluded"},
         }
-        (tmp / "summary.json").write_text(_dumps(summary), encoding="utf-8")
+        (tmp / "summary.json").write_text(json_dumps(summary), encoding="utf-8")
         figs = {r["case"]: f"figures/{r['case']}.png" for r in rows
                 if figures and (fig_dir / f"{r['case']}.png").is_file()}
         (tmp / "report.md").write_text(markdown_report(summary, rows, figs), encoding="utf-8")
@@ -228,21 +226,5 @@ def write_topology_summary(validation_dir: str | os.PathLike, gt_dir: str | os.P
            "conventions": {"hd95": HD95_CONVENTION, "tree": VAA3D_CONVENTION, "lcc": LCC_CONVENTION}}
     path = validation_dir / "summary_topology.json"
     with atomic_file(path, force=True) as tmp:
-        tmp.write_text(_dumps(out), encoding="utf-8")
+        tmp.write_text(json_dumps(out), encoding="utf-8")
     return path
-
-
-def _dumps(obj) -> str:
-    """JSON with NaN written as null (strict JSON readers reject NaN)."""
-    def clean(v):
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, float) and math.isnan(v):
-            return None
-        if hasattr(v, "item") and not isinstance(v, (str, bytes)):
-            return clean(v.item())
-        return v
-
-    return json.dumps(clean(obj), indent=2)
