@@ -113,14 +113,15 @@ def add_tracer_option(parser: argparse.ArgumentParser, several: bool = False, **
 
 @contextmanager
 def flag_names(flags: Mapping[str, str]) -> Iterator[None]:
-    """Re-raise a NeurinoError that starts with a library parameter name in ``flags`` with its flag instead.
+    """Re-raise a NeurinoError with the library parameter names in ``flags`` written as their flags.
 
-    ``flags`` maps parameter names to flags, e.g. ``{"min_component_size": "--min-size"}``. Only the
-    leading word is replaced (library messages about a parameter start with its name; a path later in
-    the message may hold the same word).
+    ``flags`` maps parameter names to flags, e.g. ``{"min_component_size": "--min-size"}``. A name is
+    replaced where it stands as a word of its own, not inside a path or file name (no letter, digit,
+    ``_ - /`` or ``\\`` beside it, nor a ``.`` that joins it to another word).
     """
     try:
         yield
     except NeurinoError as e:
-        pattern = re.compile(r"^(" + "|".join(map(re.escape, flags)) + r")(?![\w-])")
-        raise NeurinoError(pattern.sub(lambda m: flags[m.group(1)], str(e), count=1)) from None
+        names = "|".join(map(re.escape, sorted(flags, key=len, reverse=True)))
+        pattern = re.compile(rf"(?<![\w./\\-])({names})(?![\w/\\-]|\.\w)")
+        raise NeurinoError(pattern.sub(lambda m: flags[m.group(1)], str(e))) from None

@@ -54,8 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 #: Library parameter names (tracing.folder.TraceSettings) -> this command's flags, for error messages.
 FLAGS = {"threshold": "--threshold", "min_component_size": "--min-size", "root": "--root",
-         "root_rule": "--root-rule", "prune_length": "--prune", "resample_step": "--step",
-         "tracer": "--tracer"}
+         "root_rule": "--root-rule", "prune_length": "--prune", "resample_step": "--step"}
 
 
 def _settings(args: argparse.Namespace):

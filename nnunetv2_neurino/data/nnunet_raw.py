@@ -112,7 +112,7 @@ def split_train_test(names: Sequence[str], test_fraction: float, seed: int) -> s
     Depends only on the sorted names, the fraction and the seed (not on the order names are listed in).
     """
     if not 0.0 <= test_fraction < 1.0:
-        raise NeurinoError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+        raise NeurinoError(f"test_fraction must be in [0, 1), got {test_fraction}")
     ordered = sorted(names)
     n = len(ordered)
     n_test = min(int(math.floor(test_fraction * n + 0.5)), max(n - 1, 0))

@@ -113,7 +113,7 @@ def score_case(files: CaseFiles, tracers: Sequence[str], threshold: float = 2.0,
             warnings.simplefilter("ignore")  # missing parents become roots; reported by swc-distance
             gt_file_tree = read_swc(files.gt_swc)
     elif root_at_gold:
-        raise NeurinoError(f"case {files.case}: --root-at-gold needs a gold SWC (--gt-swc)")
+        raise NeurinoError(f"case {files.case}: root_at_gold needs a gold SWC (gt_swc_dir)")
     gold_root = _gold_root(gt_file_tree) if gt_file_tree is not None else None
     drawn: dict = {}
     for name in tracers:

@@ -46,7 +46,7 @@ def collect_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, images
     preds, gts = list_cases(pred_dir), list_cases(gt_dir)
     images = list_cases(images_dir, channel_suffix="_0000") if images_dir else {}
     if gt_swc_dir is not None and not Path(gt_swc_dir).is_dir():
-        raise NeurinoError(f"{gt_swc_dir}: no such folder (--gt-swc)")
+        raise NeurinoError(f"{gt_swc_dir}: no such folder (gt_swc_dir)")
     cases = sorted(set(preds) | set(gts))
     if not cases:
         raise NeurinoError(f"{pred_dir}: no prediction images found (and none in {gt_dir})")
@@ -115,7 +115,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
     other cases are still scored and every output is written.
     """
     if workers < 1:
-        raise NeurinoError(f"-j must be >= 1, got {workers}")
+        raise NeurinoError(f"workers must be >= 1, got {workers}")
     if not tracers:
         raise NeurinoError("at least one tracer is needed")
     from nnunetv2_neurino.tracing.registry import check_tracer
@@ -127,7 +127,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
 
         find_vaa3d()  # no Vaa3D: say how to get it once, before any work, instead of failing every case
     if root_at_gold and gt_swc_dir is None:
-        raise NeurinoError("--root-at-gold needs the gold SWCs (--gt-swc): the root is taken from them")
+        raise NeurinoError("root_at_gold needs the gold SWCs (gt_swc_dir): the root is taken from them")
     cases = collect_cases(pred_dir, gt_dir, images_dir, gt_swc_dir)
     parsed = names_from_results_path(pred_dir)
     method = method or parsed["method"] or Path(pred_dir).resolve().name

@@ -132,7 +132,7 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
     from nnunetv2_neurino.data.volumes import check_spacing
 
     if not 0.0 < threshold < 1.0:
-        raise NeurinoError(f"--threshold must be in (0, 1), got {threshold}")
+        raise NeurinoError(f"threshold must be in (0, 1), got {threshold}")
     from nnunetv2_neurino.tracing.roots import check_root_rule
 
     check_root_rule(root_rule)

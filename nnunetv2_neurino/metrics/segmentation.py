@@ -212,7 +212,7 @@ def foreground(arr: np.ndarray, path: str | os.PathLike, threshold: float | None
             return arr > threshold
         if not np.array_equal(arr, np.round(arr)):
             raise NeurinoError(f"{path}: holds non-integer values ({float(arr.min()):g} .. "
-                               f"{float(arr.max()):g}), like a probability map; pass --threshold T to score "
+                               f"{float(arr.max()):g}), like a probability map; pass threshold T to score "
                                "value > T as foreground")
     if label is not None:
         return arr == label

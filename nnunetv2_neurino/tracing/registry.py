@@ -69,8 +69,8 @@ def trace_volume(volume: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
 
         for given, name in ((root is not None, "root"), (root_rule != "radius", "root_rule")):
             if given:
-                raise NeurinoError(f"{name} is used by the built-in tracer only ({tracer} chooses its own "
-                                   f"root); drop {name} or use the {BUILTIN} tracer")
+                raise NeurinoError(f"{name} is used by the built-in tracer only ({tracer} places the tree "
+                                   f"roots itself); drop {name} or use the {BUILTIN} tracer")
         tree = trace_with_vaa3d(volume, tracer, is_probability=is_prob, threshold=threshold,
                                 background_threshold=background_threshold, length_threshold=length_threshold)
         if prune_length > 0:
