@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
-FLAGS = {"test_fraction": "--test-fraction"}
+FLAGS = {"test_fraction": "--test-fraction", "channel": "--channel", "spacing": "--spacing"}
 
 
 def run(args: argparse.Namespace) -> int:

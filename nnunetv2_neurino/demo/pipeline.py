@@ -235,7 +235,7 @@ def run_demo(work_dir: str | os.PathLike = "neurino_demo", quick: bool = False, 
     """
     work_dir = Path(work_dir).resolve()
     if device not in ("auto", "cpu", "cuda"):
-        raise NeurinoError(f"--device must be auto, cpu or cuda, got {device!r}")
+        raise NeurinoError(f"device must be auto, cpu or cuda, got {device!r}")
     weights = find_weights()
     plan = demo_plan(quick=quick, pretrained=weights is not None, seed=seed, safety_seconds=safety_seconds)
     prepare_work_dir(work_dir, force)
