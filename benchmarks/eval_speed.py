@@ -101,6 +101,7 @@ def main() -> None:
     )
     from nnunetv2_neurino.metrics.segmentation import segmentation_metrics
     from nnunetv2_neurino.swc import SWCTree, write_swc
+    from nnunetv2_neurino.tracing.registry import MIN_COMPONENT_SIZE
     from nnunetv2_neurino.tracing.trace import trace_mask
 
     rng = np.random.default_rng(0)
@@ -126,7 +127,8 @@ def main() -> None:
     rows.append((f"render a 1,400-node neuron into {n3} ({int(rendered.sum())} voxels)", t_render, None))
 
     t_seg, seg = timed(lambda: segmentation_metrics(pred, gt, spacing), args.repeats)
-    t_trace, traced = timed(lambda: trace_mask(pred, spacing=spacing, min_component_size=10), args.repeats)
+    t_trace, traced = timed(lambda: trace_mask(pred, spacing=spacing, min_component_size=MIN_COMPONENT_SIZE),
+                            args.repeats)
     t_nd, nd = timed(lambda: neuron_distance(traced, gt_tree), args.repeats)
     rows += [(f"F1 + HD95, {n3} ({int(gt.sum())} GT / {int(pred.sum())} predicted voxels)", t_seg, None),
              (f"built-in trace_mask, {n3} → {len(traced)} nodes", t_trace, None),

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_neurino.data.preview import normalised_mip
+
 #: row key → name in the tables (learned rows first, then the two reference rows without learning)
 ROWS = {"neurino_tasl": "NeurINO-T (scratch) + TASL", "neurino_notasl": "NeurINO-T (scratch), no TASL",
         "nnunet": "nnU-Net", "nnunet_tasl": "nnU-Net + TASL",
@@ -61,12 +63,6 @@ def write_tables(work: Path, meta: dict, rows: dict[str, dict]) -> None:
     (work / "real_diadem.json").write_text(doc, encoding="utf-8")
 
 
-def _norm_mip(volume: np.ndarray) -> np.ndarray:
-    v = np.asarray(volume, dtype=np.float32).max(axis=0)
-    lo, hi = np.percentile(v, (0.5, 99.5))
-    return np.clip((v - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(v)
-
-
 def write_figures(work: Path, raw_ds: Path, rows: dict[str, dict]) -> list[Path]:
     """One PNG per row and test case: image MIP (grey), prediction MIP (red), gold SWC (green lines)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -81,7 +77,7 @@ def write_figures(work: Path, raw_ds: Path, rows: dict[str, dict]) -> list[Path]
     written = []
     for img_path in sorted((raw_ds / "imagesTs").glob("*_0000.nii.gz")):
         case = img_path.name[:-len("_0000.nii.gz")]
-        image_mip = _norm_mip(read_image(img_path)[0])
+        image_mip = normalised_mip(read_image(img_path)[0])
         gold = read_swc(raw_ds / "swcTs" / f"{case}.swc")
         child, parent = gold.edges()
         segs = np.stack([gold.xyz[child, :2], gold.xyz[parent, :2]], axis=1)

@@ -13,11 +13,14 @@ Rules every command follows (see docs/reliability.md):
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from nnunetv2_neurino.errors import NeurinoError
 
@@ -129,6 +132,12 @@ def _writable_parent(path: Path) -> None:
         raise NeurinoError(f"cannot write {path}: the folder {path.parent} is not writable")
 
 
+def refuse_existing_file(path: str | os.PathLike, force: bool) -> None:
+    """NeurinoError when the output file ``path`` exists and ``force`` is False (nothing is written)."""
+    if Path(path).exists() and not force:
+        raise NeurinoError(f"{path} already exists (pass --force to overwrite)")
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, force: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it is renamed onto ``path`` only if the block succeeds.
@@ -145,8 +154,7 @@ def atomic_file(path: str | os.PathLike, force: bool = True) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise NeurinoError(f"{path} is a folder; this output is a file: give a file name with -o")
-    if path.exists() and not force:
-        raise NeurinoError(f"{path} already exists (pass --force to overwrite)")
+    refuse_existing_file(path, force)
     _writable_parent(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + "".join(path.suffixes),
@@ -311,3 +319,21 @@ def safe_torch_load(path: str | os.PathLike) -> object:
         raise NeurinoError(f"{path}: corrupt or not a PyTorch checkpoint ({reason})") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError) as e:
         raise NeurinoError(f"{path}: corrupt or truncated checkpoint ({_torch_error_reason(e)})") from None
+
+
+def json_clean(value: Any) -> Any:
+    """``value`` with NaN/inf floats → ``None`` and numpy scalars / arrays → Python numbers / lists."""
+    if isinstance(value, dict):
+        return {str(k): json_clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_clean(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return json_clean(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def json_dumps(obj: Any) -> str:
+    """Strict JSON text of ``obj`` (indent 2): NaN / inf written as ``null`` (strict readers reject NaN)."""
+    return json.dumps(json_clean(obj), indent=2, allow_nan=False, default=str)

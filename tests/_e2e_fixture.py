@@ -89,7 +89,7 @@ def _edit_plan(plans_file: Path, patch: list[int]) -> None:
 def build_trained_run(root: Path) -> TrainedRun:
     """Run the whole pipeline under ``root`` and return its :class:`TrainedRun`."""
     from nnunetv2_neurino.commands.trainer_path import trainer_folder
-    from nnunetv2_neurino.data.tubes import write_tube_dataset
+    from nnunetv2_neurino.testing.tubes import write_tube_dataset
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(DINOV3_ENV_PREFIX)}
     dirs = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}

@@ -83,8 +83,10 @@ def test_not_an_nnunet_run(tmp_path, capsys):
     tdir = make_run(tmp_path, ckpt_epochs=0, log_epochs=0)
     with pytest.raises(NeurinoError, match="no finished epoch"):
         read_run_curves([tdir])
-    with pytest.raises(NeurinoError, match="--names"):
+    with pytest.raises(NeurinoError, match=r"^names gives 2 name\(s\) for 1 run folder"):
         read_run_curves([tdir], names=["a", "b"])
+    assert main(["plot-curves", str(tdir), "--names", "a", "b", "-o", str(tmp_path / "n.png")]) == 2
+    assert "--names gives 2 name(s) for 1 run folder" in capsys.readouterr().err
 
 
 class _Evil:

@@ -76,14 +76,17 @@ def test_mini_layout_converts_with_default_spacing_and_test_cases(tmp_path):
     assert rows["OP_1"]["swc_nodes_outside"] == "0" and "DIADEM OP voxel size" in rows["OP_1"]["notes"]
 
 
-def test_spacing_override(tmp_path):
+def test_spacing_override(tmp_path, capsys):
     src, _ = _mini_layout(tmp_path / "dl", names=("OP_1",))
     report = convert("diadem", src, 32, out_root=tmp_path / "raw", spacing=(2.0, 0.5, 0.5), test_fraction=0,
                      progress=False)
     _, spacing = _read_nii(report.path / "imagesTr" / "OP_1_0000.nii.gz")
     assert spacing == (2.0, 0.5, 0.5) and "--spacing" in _log_rows(report.path)["OP_1"]["notes"]
-    with pytest.raises(NeurinoError, match="--spacing is used by the diadem converter only"):
+    with pytest.raises(NeurinoError, match="^spacing is used by the diadem converter only"):
         convert("generic", src, 33, out_root=tmp_path / "raw", spacing=(2.0, 0.5, 0.5), progress=False)
+    assert main(["convert", "generic", str(src), "-d", "33", "-o", str(tmp_path / "raw"),
+                 "--spacing", "2", "0.5", "0.5"]) == 2
+    assert "--spacing is used by the diadem converter only" in capsys.readouterr().err
 
 
 def test_bad_cases_are_skipped_naming_the_file(tmp_path):

@@ -143,7 +143,7 @@ def test_names_from_nnunet_predict_folder_and_gt_path(folders, tmp_path, capsys)
     import shutil
 
     from nnunetv2_neurino.evaluation import evaluate_folders
-    from nnunetv2_neurino.evaluation.nnunet_paths import names_from_results_path
+    from nnunetv2_neurino.nnunet_layout import names_from_results_path
 
     dirs, _, _ = folders
     pred, gt = tmp_path / "my_predictions", tmp_path / "Dataset503_Fly" / "labelsTs"
@@ -272,3 +272,25 @@ def test_root_at_gold_reroots_traced_trees_and_reports_the_distance(evaluated, f
     assert main(["evaluate", "--pred", str(dirs["pred"]), "--gt", str(dirs["gt"]), "--root-at-gold",
                  "-o", str(tmp_path / "no_swc")]) == 2
     assert "--gt-swc" in capsys.readouterr().err and not (tmp_path / "no_swc").exists()
+
+
+def test_nnunet_layout_names_and_gold_swc_folder(tmp_path, monkeypatch):
+    from nnunetv2_neurino.nnunet_layout import (
+        dataset_folder_name,
+        fold_id,
+        raw_swc_dir,
+        split_trainer_folder_name,
+    )
+
+    assert dataset_folder_name(7, "Gold") == "Dataset007_Gold"
+    assert [fold_id(n) for n in ("fold_0", "fold_12", "fold_all", "fold_x", "fold_")] == ["0", "12", "all",
+                                                                                        None, None]
+    assert split_trainer_folder_name("T__P__3d_fullres") == ("T", "P", "3d_fullres")
+    assert split_trainer_folder_name("T__P") is None and split_trainer_folder_name("T____C") is None
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    assert raw_swc_dir("Dataset007_Gold") is None
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path))
+    assert raw_swc_dir("Dataset007_Gold") is None                        # no swcTr folder
+    (tmp_path / "Dataset007_Gold" / "swcTr").mkdir(parents=True)
+    assert raw_swc_dir("Dataset007_Gold") == tmp_path / "Dataset007_Gold" / "swcTr"
+    assert raw_swc_dir("Dataset007_Gold", "Ts") is None

@@ -171,7 +171,7 @@ def test_bad_input_gives_clear_errors(factory, tmp_path):
         feature_pca([factory["a"]], img, slice_spec=parse_slice("x:-1"))
     with pytest.raises(NeurinoError, match="AXIS:INDEX"):
         parse_slice("w:3")
-    with pytest.raises(NeurinoError, match=r"--stage 3: the encoder of nnUNetTrainer has stages 0\.\.2"):
+    with pytest.raises(NeurinoError, match=r"^stage 3: the encoder of nnUNetTrainer has stages 0\.\.2"):
         feature_pca([factory["a"]], img, stage=3)
     two_folds = make_run(tmp_path / "t", folds=(0, 1))
     with pytest.raises(NeurinoError, match="holds 2 folds"):

@@ -258,3 +258,35 @@ def test_evaluate_goes_on_after_a_corrupt_case_and_compare_keeps_its_input(tmp_p
     before = _digest(ev)
     assert main(["compare", str(ev), str(ev), "--names", "x", "y", "-o", str(ev), "--force"]) == 2
     assert "is the input" in capsys.readouterr().err and _digest(ev) == before
+
+
+# --- issue 12 §6: library errors name parameters, commands name their flags ---------------------------------
+
+def test_library_errors_name_parameters_and_commands_their_flags(masks, tmp_path, capsys):
+    from nnunetv2_neurino.data.synthetic.dataset import write_neuron_dataset
+    from nnunetv2_neurino.evaluation import evaluate_folders
+    from nnunetv2_neurino.metrics.segmentation import foreground
+    from nnunetv2_neurino.tracing.folder import TraceSettings
+
+    library = (
+        (lambda: TraceSettings(threshold=2.0).check(), "threshold must be a probability", "--threshold"),
+        (lambda: TraceSettings(min_component_size=-5).check(), "min_component_size must be >= 0",
+         "--min-size"),
+        (lambda: evaluate_folders(masks, masks, tmp_path / "e", workers=0), "workers must be >= 1", "-j"),
+        (lambda: foreground(np.full((2, 2, 2), 0.5), "p.npy"), "pass threshold T", "--threshold"),
+        (lambda: write_neuron_dataset(tmp_path, 5, swc_mode="bend"), "swc_mode must be one of", "--swc-mode"),
+    )
+    for call, message, flag in library:
+        with pytest.raises(NeurinoError, match=message) as e:
+            call()
+        assert flag not in str(e.value)
+    assert main(["evaluate", "--pred", str(masks), "--gt", str(masks), "-j", "0", "-o",
+                 str(tmp_path / "e")]) == 2
+    assert "-j must be >= 1, got 0" in capsys.readouterr().err
+    # a parameter name inside a path is left alone
+    (tmp_path / "threshold").mkdir()
+    prob = tmp_path / "threshold" / "p.npy"
+    np.save(prob, np.full((4, 4, 4), 0.5, np.float32))
+    assert main(["seg-metrics", str(prob), str(prob)]) == 2
+    err = capsys.readouterr().err
+    assert f"{prob}: holds non-integer values" in err and "pass --threshold T" in err

@@ -207,8 +207,7 @@ def test_radii_equal_full_volume_distance_transform(spacing):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_trace_once_for_largest_component_equals_tracing_it(seed):
-    from nnunetv2_neurino.evaluation.case import keep_largest_component
-    from nnunetv2_neurino.tracing.trace import trace_mask_and_largest_component
+    from nnunetv2_neurino.tracing.trace import keep_largest_component, trace_mask_and_largest_component
 
     mask = _blobs(seed)
     spacing = ((1.0, 1.0, 1.0), (2.0, 1.0, 0.7))[seed % 2]

@@ -8,11 +8,11 @@ import pytest
 from nnunetv2_neurino.cli import main
 from nnunetv2_neurino.data.readers import write_nifti
 from nnunetv2_neurino.data.render import render_swc
+from nnunetv2_neurino.data.volumes import read_volume
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import OUTPUT_MARKER
 from nnunetv2_neurino.swc import SWCTree, read_swc
 from nnunetv2_neurino.tracing import trace_mask
-from nnunetv2_neurino.tracing.io import read_volume
 
 
 @pytest.fixture()
@@ -124,3 +124,21 @@ def test_trace_command_degenerate_masks_exit_0_with_valid_swc(tmp_path, case):
     assert main(["trace", str(tmp_path / "m.npy"), "-o", str(tmp_path / "m.swc")]) == 0
     tree = read_swc(tmp_path / "m.swc")
     assert tree.n >= 1 and len(tree.roots) == 1
+
+
+def test_unknown_tracer_same_error_from_trace_and_evaluate(tmp_path, capsys):
+    """Both commands check --tracer through the tracer registry: exit 2, one message naming every tracer."""
+    from nnunetv2_neurino.tracing.registry import TRACER_NAMES
+
+    np.save(tmp_path / "m.npy", np.ones((4, 4, 4), np.uint8))
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    messages = []
+    for argv in (["trace", str(tmp_path / "m.npy"), "-o", str(tmp_path / "m.swc"), "--tracer", "magic"],
+                 ["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--tracer",
+                  "builtin", "magic", "-o", str(tmp_path / "ev")]):
+        assert main(argv) == 2
+        messages.append(capsys.readouterr().err.strip().splitlines()[-1].split("error: ", 1)[1])
+    assert messages[0] == messages[1]
+    assert "unknown tracer 'magic'" in messages[0] and all(t in messages[0] for t in TRACER_NAMES)
+    assert not (tmp_path / "m.swc").exists() and not (tmp_path / "ev").exists()

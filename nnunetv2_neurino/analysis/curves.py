@@ -156,7 +156,7 @@ def read_run_curves(run_dirs: list[str | Path], names: list[str] | None = None) 
         when a folder is not an nnU-Net run, ``names`` has the wrong length, or a fold has no finished epoch.
     """
     if names is not None and len(names) != len(run_dirs):
-        raise NeurinoError(f"--names gives {len(names)} name(s) for {len(run_dirs)} run folder(s)")
+        raise NeurinoError(f"names gives {len(names)} name(s) for {len(run_dirs)} run folder(s)")
     curves = []
     for i, d in enumerate(run_dirs):
         run: RunFolder = resolve_run(d)

@@ -73,7 +73,7 @@ def parse_slice(text: str | None) -> SliceSpec | None:
         return None
     m = re.fullmatch(r"\s*([zyxZYX012])\s*:\s*(-?\d+)\s*", text)
     if not m:
-        raise NeurinoError(f"--slice {text!r}: expected AXIS:INDEX with AXIS one of z, y, x (or 0, 1, 2)")
+        raise NeurinoError(f"slice {text!r}: expected AXIS:INDEX with AXIS one of z, y, x (or 0, 1, 2)")
     return SliceSpec(AXES[m[1].lower()], int(m[2]))
 
 
@@ -248,7 +248,7 @@ def model_slice_features(predictor, image: np.ndarray, spacing: tuple[float, flo
             patch = extract_patch(pdata, starts[t], patch_size)
             stages = encoder_stages(network, torch.from_numpy(patch[None]).to(device))
             if not 0 <= stage < len(stages):
-                raise NeurinoError(f"--stage {stage}: the encoder of {predictor.trainer_name} has stages "
+                raise NeurinoError(f"stage {stage}: the encoder of {predictor.trainer_name} has stages "
                                    f"0..{len(stages) - 1}")
             u = q[sel] - starts[t]
             f = sample_features(stages[stage], u, patch_size)
@@ -346,7 +346,7 @@ def feature_pca(models: list[str | Path], image_path: str | Path, gt_path: str |
     from nnunetv2_neurino.data.readers import read_image
 
     if labels is not None and len(labels) != len(models):
-        raise NeurinoError(f"--names gives {len(labels)} name(s) for {len(models)} model(s)")
+        raise NeurinoError(f"names gives {len(labels)} name(s) for {len(models)} model(s)")
     runs = []
     for m in models:
         run = resolve_run(m)

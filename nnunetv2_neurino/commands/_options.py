@@ -4,6 +4,10 @@
   :func:`add_device_option` and :func:`resolve_device`.
 * ``--json``: results as one JSON document on stdout (NaN written as ``null``), human text otherwise:
   :func:`add_json_option` and :func:`print_json`.
+* ``--tracer``: one name or several, checked by the tracer registry (same error from every command):
+  :func:`add_tracer_option`.
+* Library errors name parameters (``min_component_size``); :func:`flag_names` rewrites them as the
+  command's flags (``--min-size``).
 * A renamed flag keeps its old spelling as a deprecated alias that still works and prints a note on
   stderr: :func:`add_renamed_option`.
 
@@ -13,12 +17,14 @@ The leading underscore keeps this module out of the sub-command discovery in :mo
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import re
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.io_utils import json_dumps
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -54,22 +60,9 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
                         help="print the results as one JSON document on stdout (NaN as null) instead of text")
 
 
-def json_clean(value: Any) -> Any:
-    """``value`` with NaN/inf floats → ``None`` and numpy scalars / arrays → Python numbers / lists."""
-    if isinstance(value, dict):
-        return {str(k): json_clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_clean(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return json_clean(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def print_json(obj: Any) -> None:
-    """Print ``obj`` as strict JSON (no NaN: :func:`json_clean`) on stdout."""
-    print(json.dumps(json_clean(obj), indent=2, allow_nan=False, default=str))
+    """Print ``obj`` as strict JSON (no NaN: :func:`~nnunetv2_neurino.io_utils.json_dumps`) on stdout."""
+    print(json_dumps(obj))
 
 
 class _DeprecatedAlias(argparse.Action):
@@ -100,3 +93,35 @@ def add_renamed_option(parser: argparse.ArgumentParser, new: str | list[str], ol
     help_text = f"{help_text} ({', '.join(old)}: deprecated alias)".strip()
     return parser.add_argument(*new, *old, action=_DeprecatedAlias, deprecated=old, new_name=new[-1],
                                help=help_text, **kwargs)
+
+
+def add_tracer_option(parser: argparse.ArgumentParser, several: bool = False, **kwargs) -> argparse.Action:
+    """Add ``--tracer NAME`` (``several``: ``--tracer NAME [NAME ...]``), default ``builtin``.
+
+    Names are not checked by argparse: the library checks them
+    (:func:`nnunetv2_neurino.tracing.registry.check_tracer`), so every command refuses an unknown tracer
+    with the same message (exit 2).
+    """
+    from nnunetv2_neurino.tracing.registry import BUILTIN, TRACER_NAMES
+
+    default = [BUILTIN] if several else BUILTIN
+    kwargs.setdefault("help", f"tracer: {', '.join(TRACER_NAMES)} (default {BUILTIN}; Vaa3D tracers need "
+                              "VAA3D_BIN or vaa3d on PATH)")
+    return parser.add_argument("--tracer", nargs="+" if several else None, default=default, metavar="NAME",
+                               **kwargs)
+
+
+@contextmanager
+def flag_names(flags: Mapping[str, str]) -> Iterator[None]:
+    """Re-raise a NeurinoError with the library parameter names in ``flags`` written as their flags.
+
+    ``flags`` maps parameter names to flags, e.g. ``{"min_component_size": "--min-size"}``. A name is
+    replaced where it stands as a word of its own, not inside a path or file name (no letter, digit,
+    ``_ - /`` or ``\\`` beside it, nor a ``.`` that joins it to another word).
+    """
+    try:
+        yield
+    except NeurinoError as e:
+        names = "|".join(map(re.escape, sorted(flags, key=len, reverse=True)))
+        pattern = re.compile(rf"(?<![\w./\\-])({names})(?![\w/\\-]|\.\w)")
+        raise NeurinoError(pattern.sub(lambda m: flags[m.group(1)], str(e))) from None

@@ -33,14 +33,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing data set folder")
 
 
+#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+FLAGS = {"test_fraction": "--test-fraction", "channel": "--channel", "spacing": "--spacing"}
+
+
 def run(args: argparse.Namespace) -> int:
+    from nnunetv2_neurino.commands._options import flag_names
+
+    with flag_names(FLAGS):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import importlib
     from pathlib import Path
 
-    from nnunetv2_neurino.data.nnunet_raw import dataset_folder_name, format_report, resolve_raw_root
+    from nnunetv2_neurino.data.nnunet_raw import format_report
     from nnunetv2_neurino.dataset_conversion.run import convert
     from nnunetv2_neurino.errors import NeurinoError
     from nnunetv2_neurino.io_utils import check_output_folder, check_output_paths
+    from nnunetv2_neurino.nnunet_layout import dataset_folder_name, resolve_raw_root
 
     src = Path(args.src)
     if not src.exists():

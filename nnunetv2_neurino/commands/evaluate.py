@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from nnunetv2_neurino.commands._options import add_json_option, add_renamed_option, print_json
+from nnunetv2_neurino.commands._options import (
+    add_json_option,
+    add_renamed_option,
+    add_tracer_option,
+    print_json,
+)
 
 NAME = "evaluate"
 HELP = ("score an nnU-Net prediction folder against ground truth (F1, HD95, ESA/DSA/PDS with and without "
@@ -17,9 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", help="raw image folder (CASE_0000.nii.gz ...), used for the figures")
     parser.add_argument("--gt-swc", help="gold-standard SWC folder (CASE.swc, voxel coordinates); "
                                          "default: trace the ground-truth masks with the same tracer")
-    parser.add_argument("--tracer", nargs="+", default=["builtin"],
-                        help="tracer(s): builtin (default), vaa3d-app2, vaa3d-neutube, vaa3d-smarttracing "
-                             "(Vaa3D tracers need VAA3D_BIN or vaa3d on PATH)")
+    add_tracer_option(parser, several=True)
     parser.add_argument("--name", help="method name for tables (default: trainer from the nnU-Net path)")
     parser.add_argument("--dataset", help="data set name (default: from DatasetXXX_NAME in the path)")
     add_renamed_option(parser, "--distance-threshold", "--threshold", type=float, default=2.0,
@@ -39,7 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_option(parser)
 
 
+#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+FLAGS = {"workers": "-j", "root_at_gold": "--root-at-gold", "gt_swc_dir": "--gt-swc"}
+
+
 def run(args: argparse.Namespace) -> int:
+    from nnunetv2_neurino.commands._options import flag_names
+
+    with flag_names(FLAGS):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.evaluation.evaluate import evaluate_folders
     from nnunetv2_neurino.io_utils import check_output_folder, check_output_paths
 

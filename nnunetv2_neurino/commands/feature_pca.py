@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nnunetv2_neurino.commands._options import add_device_option, add_json_option, print_json, resolve_device
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.io_utils import atomic_file, check_output_paths
+from nnunetv2_neurino.io_utils import atomic_file, check_output_paths, refuse_existing_file
 
 NAME = "feature-pca"
 HELP = ("project one encoder stage's features on a slice to 3 PCA components (one basis shared by all "
@@ -31,15 +31,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing figure")
 
 
+#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+FLAGS = {"names": "--names", "slice": "--slice", "stage": "--stage"}
+
+
 def run(args: argparse.Namespace) -> int:
+    from nnunetv2_neurino.commands._options import flag_names
+
+    with flag_names(FLAGS):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.analysis.feature_pca import feature_pca, parse_slice, plot_feature_pca
 
     out = Path(args.output)
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise NeurinoError(f"-o {out}: use a .png, .pdf or .svg file name")
     check_output_paths([out], [*args.model, args.image, args.gt])
-    if out.exists() and not args.force:
-        raise NeurinoError(f"{out} already exists (pass --force to overwrite)")
+    refuse_existing_file(out, args.force)
     res = feature_pca(args.model, args.image, args.gt, parse_slice(args.slice), args.stage,
                       args.checkpoint, args.names, resolve_device(args.device), progress=True)
     with atomic_file(out, force=True) as tmp:

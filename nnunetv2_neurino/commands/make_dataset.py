@@ -36,10 +36,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "DATASET/preview/")
 
 
+#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+FLAGS = {"swc_mode": "--swc-mode", "swc_dir": "--swc-dir", "swc_scale": "--swc-scale",
+         "test_fraction": "--test-fraction"}
+
+
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.data.nnunet_raw import LOG_NAME, dataset_folder_name, resolve_raw_root
+    from nnunetv2_neurino.commands._options import flag_names
+
+    with flag_names(FLAGS):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nnunetv2_neurino.data.nnunet_raw import LOG_NAME
     from nnunetv2_neurino.data.synthetic import write_neuron_dataset
     from nnunetv2_neurino.io_utils import check_output_folder, check_output_paths
+    from nnunetv2_neurino.nnunet_layout import dataset_folder_name, resolve_raw_root
 
     target = resolve_raw_root(args.output) / dataset_folder_name(args.dataset_id, args.name)
     check_output_paths([target], [args.swc_dir])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nnunetv2_neurino.commands._options import add_json_option, print_json
 from nnunetv2_neurino.errors import NeurinoError
-from nnunetv2_neurino.io_utils import atomic_file, check_output_paths
+from nnunetv2_neurino.io_utils import atomic_file, check_output_paths, refuse_existing_file
 
 NAME = "plot-curves"
 HELP = ("plot train loss, validation loss and pseudo Dice per epoch of nnU-Net runs "
@@ -25,7 +25,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_json_option(p)
 
 
+#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+FLAGS = {"names": "--names"}
+
+
 def run(args: argparse.Namespace) -> int:
+    from nnunetv2_neurino.commands._options import flag_names
+
+    with flag_names(FLAGS):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.analysis.curves import plot_curves, read_run_curves, write_curves_csv
 
     out = Path(args.output)
@@ -33,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise NeurinoError(f"-o {out}: use a .png, .pdf or .svg file name")
     csv_path = out.with_suffix(".csv")
     for p in (out, csv_path):
-        if p.exists() and not args.force:
-            raise NeurinoError(f"{p} already exists (pass --force to overwrite)")
+        refuse_existing_file(p, args.force)
     curves = read_run_curves(args.run_dirs, args.names)  # only reads: bad inputs are named first
     check_output_paths([out, csv_path], args.run_dirs)
     with atomic_file(csv_path, force=True) as tmp:

@@ -12,6 +12,9 @@ HELP = ("segment one stack (.tif/.v3draw/.v3dpbd/.zarr/.nii.gz) with a trained n
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from nnunetv2_neurino.tracing.registry import MIN_COMPONENT_SIZE
+    from nnunetv2_neurino.tracing.roots import ROOT_RULES
+
     p.add_argument("-i", "--input", required=True, metavar="STACK", help="image stack")
     p.add_argument("-m", "--model", required=True, metavar="RUN_DIR",
                    help="trained run: TRAINER__PLANS__CONFIG folder or its fold_N folder")
@@ -26,10 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-trace", action="store_true", help="skip tracing (no SWC)")
     p.add_argument("--spacing", nargs=3, type=float, metavar=("Z", "Y", "X"),
                    help="voxel size override in array order (z, y, x)")
-    add_renamed_option(p, "--min-size", "--min-component-size", type=int, default=10, metavar="N",
-                       dest="min_component_size",
-                       help="drop mask components smaller than this many voxels before tracing (default 10)")
-    p.add_argument("--root-rule", choices=("radius", "boundary"), default="radius",
+    add_renamed_option(p, "--min-size", "--min-component-size", type=int, default=MIN_COMPONENT_SIZE,
+                       metavar="N", dest="min_component_size",
+                       help="drop mask components smaller than this many voxels before tracing "
+                            f"(default {MIN_COMPONENT_SIZE})")
+    p.add_argument("--root-rule", choices=ROOT_RULES, default="radius",
                    help="where each traced tree is rooted: radius = its thickest node, the soma "
                         "(default); boundary = the terminal where the fibre enters the volume "
                         "(see neurino trace --help)")
@@ -55,7 +59,18 @@ def _check_paths(args: argparse.Namespace) -> None:
                            "stacks (z, y, x) with a 3D nnU-Net model")
 
 
+#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+FLAGS = {"threshold": "--threshold", "device": "--device"}
+
+
 def run(args: argparse.Namespace) -> int:
+    from nnunetv2_neurino.commands._options import flag_names
+
+    with flag_names(FLAGS):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nnunetv2_neurino.inference.predict import predict_file

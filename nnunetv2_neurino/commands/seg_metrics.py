@@ -25,11 +25,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_option(parser)
 
 
+#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+FLAGS = {"threshold": "--threshold"}
+
+
 def run(args: argparse.Namespace) -> int:
+    from nnunetv2_neurino.commands._options import flag_names
+
+    with flag_names(FLAGS):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from nnunetv2_neurino.metrics.segmentation import segmentation_metrics
-    from nnunetv2_neurino.metrics.volume_io import foreground, read_label_volume, same_spacing
+    from nnunetv2_neurino.data.volumes import read_label_volume, same_spacing
+    from nnunetv2_neurino.metrics.segmentation import foreground, segmentation_metrics
 
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise NeurinoError(f"--threshold must be a finite number, got {args.threshold}")

@@ -28,8 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_neurino.data.readers import write_nifti
+from nnunetv2_neurino.data.volumes import check_spacing
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import atomic_directory
+from nnunetv2_neurino.nnunet_layout import dataset_folder_name, dataset_id_prefix, resolve_raw_root
 
 LABELS = {"background": 0, "neuron": 1}
 FILE_ENDING = ".nii.gz"
@@ -103,32 +106,13 @@ def unique_case_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def dataset_folder_name(dataset_id: int, name: str) -> str:
-    """nnU-Net's folder name ``DatasetXXX_NAME`` (id zero-padded to 3 digits)."""
-    if not 1 <= int(dataset_id) <= 999:
-        raise NeurinoError(f"dataset id {dataset_id} must be between 1 and 999 (nnU-Net convention)")
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        raise NeurinoError(f"dataset name {name!r} may only contain letters, digits, '-' and '_'")
-    return f"Dataset{int(dataset_id):03d}_{name}"
-
-
-def resolve_raw_root(out: str | os.PathLike | None) -> Path:
-    """``out`` if given, else ``$nnUNet_raw``; NeurinoError when neither is set."""
-    if out:
-        return Path(out)
-    env = os.environ.get("nnUNet_raw")
-    if not env:
-        raise NeurinoError("no output folder: pass -o/--output or set the nnUNet_raw environment variable")
-    return Path(env)
-
-
 def split_train_test(names: Sequence[str], test_fraction: float, seed: int) -> set[str]:
     """The test cases: ``round(test_fraction * n)`` names (at most n − 1) drawn by a seeded permutation.
 
     Depends only on the sorted names, the fraction and the seed (not on the order names are listed in).
     """
     if not 0.0 <= test_fraction < 1.0:
-        raise NeurinoError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+        raise NeurinoError(f"test_fraction must be in [0, 1), got {test_fraction}")
     ordered = sorted(names)
     n = len(ordered)
     n_test = min(int(math.floor(test_fraction * n + 0.5)), max(n - 1, 0))
@@ -155,7 +139,9 @@ def _check_case(case: LoadedCase) -> str | None:
         return f"image has shape {case.image.shape}, expected 3D (z, y, x)"
     if case.label.shape != case.image.shape:
         return f"label shape {case.label.shape} differs from image shape {case.image.shape}"
-    if not np.all(np.isfinite(case.spacing)) or min(case.spacing) <= 0:
+    try:
+        check_spacing(case.spacing)
+    except NeurinoError:
         return f"invalid spacing {case.spacing}"
     if not np.any(case.label):
         return "label is empty (no neuron voxel inside the image: check the SWC coordinate convention)"
@@ -168,20 +154,13 @@ def _check_case(case: LoadedCase) -> str | None:
 
 
 def _write_nifti(path: Path, array: np.ndarray, spacing) -> None:
-    import SimpleITK as sitk
-
+    """:func:`~nnunetv2_neurino.data.readers.write_nifti`, float64 stored as float32 (as nnU-Net reads)."""
     array = np.asarray(array)
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    elif array.dtype == np.float64:
-        array = array.astype(np.float32)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
-    sitk.WriteImage(img, str(path), useCompression=True)
+    write_nifti(path, array.astype(np.float32) if array.dtype == np.float64 else array, spacing)
 
 
 def _check_id_free(root: Path, dataset_id: int, folder: str) -> None:
-    prefix = f"Dataset{int(dataset_id):03d}_"
+    prefix = dataset_id_prefix(dataset_id)
     if root.is_dir():
         clash = [p.name for p in root.iterdir() if p.name.startswith(prefix) and p.name != folder]
         if clash:

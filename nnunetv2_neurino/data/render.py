@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 
+from nnunetv2_neurino.data.volumes import check_spacing
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.swc import SWCTree
 
@@ -89,12 +90,10 @@ def render_swc(tree: SWCTree, shape: tuple[int, int, int], spacing=(1.0, 1.0, 1.
     bool array of ``shape``, indexed [z, y, x]; everything outside the volume is clipped away.
     """
     shape = tuple(int(s) for s in shape)
-    spacing = np.asarray(spacing, dtype=np.float64).reshape(3)
+    spacing = np.asarray(check_spacing(spacing, "render_swc: spacing"), dtype=np.float64)
     offset = np.asarray(offset, dtype=np.float64).reshape(3)
     if len(shape) != 3 or min(shape) < 0:
         raise NeurinoError(f"render_swc: shape must be 3 non-negative sizes (z, y, x), got {shape}")
-    if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):
-        raise NeurinoError(f"render_swc: spacing must be positive, got {tuple(spacing)}")
     if coords not in ("voxel", "physical"):
         raise NeurinoError(f"render_swc: coords must be 'voxel' or 'physical', got {coords!r}")
     mask = np.zeros(shape, dtype=bool)

@@ -74,7 +74,7 @@ def swc_case(name: str, image_path: Path, swc_path: Path, radius_floor: float, r
 
         image, spacing = read_image(image_path, channel=channel)
         if image.ndim != 3:
-            raise NeurinoError(f"{image_path}: has {image.shape[0]} channels; choose one with --channel")
+            raise NeurinoError(f"{image_path}: has {image.shape[0]} channels; choose one with channel")
         tree = read_swc(swc_path)
         if len(tree) == 0:
             raise NeurinoError(f"{swc_path}: SWC file has no nodes")

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from nnunetv2_neurino.data.nnunet_raw import CaseSource, LoadedCase, Skipped, unique_case_names
+from nnunetv2_neurino.data.volumes import check_spacing
 from nnunetv2_neurino.dataset_conversion.common import outside_node_notes, require_folder
 from nnunetv2_neurino.errors import NeurinoError
 
@@ -97,9 +98,7 @@ def find_cases(src: str | os.PathLike, radius_floor: float = 1.0, radius_scale: 
     if spacing is None:
         spacing, origin = DEFAULT_SPACING, "the DIADEM OP voxel size (default)"
     else:
-        spacing = tuple(float(s) for s in spacing)
-        if len(spacing) != 3 or not all(s > 0 for s in spacing):
-            raise NeurinoError(f"--spacing must be three positive numbers (z, y, x), got {spacing}")
+        spacing = check_spacing(spacing)
         origin = "--spacing"
     stacks = sorted((p for p in stacks_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
                     key=lambda p: _natural_key(p.name))

@@ -91,9 +91,10 @@ def _parse_coord(value, db: Path, nid) -> tuple[float, float, float]:
 def read_graph_db(db: str | os.PathLike):
     """Read a NeuroFly-style SQLite graph into an :class:`SWCTree` (voxel x, y, z; one tree per component)."""
     from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import breadth_first_order, connected_components
+    from scipy.sparse.csgraph import connected_components
 
     from nnunetv2_neurino.swc import SWCTree
+    from nnunetv2_neurino.tracing.skeleton_graph import orient_forest
 
     db = Path(db)
     try:
@@ -147,14 +148,7 @@ def read_graph_db(db: str | os.PathLike):
     order = np.lexsort((priority, comp))
     first = np.r_[True, comp[order][1:] != comp[order][:-1]]
     roots[comp[order][first]] = order[first]
-    # one breadth-first search from a virtual node joined to every root gives the spanning forest
-    vr = coo_matrix((np.ones(n_comp), (np.full(n_comp, n), roots)), shape=(n + 1, n + 1))
-    big = adj.copy()
-    big.resize((n + 1, n + 1))
-    big = (big + vr + vr.T).tocsr()
-    _, pred = breadth_first_order(big, n, directed=False, return_predecessors=True)
-    parent = pred[:n].astype(np.int64)
-    parent[parent == n] = -1
+    parent, _ = orient_forest(adj, roots)  # breadth-first: also breaks the graph's cycles
     return SWCTree.from_parent_index(xyz, parent, radius=radius, source=str(db))
 
 

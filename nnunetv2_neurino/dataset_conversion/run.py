@@ -47,7 +47,7 @@ def convert(kind: str, src: str | os.PathLike, dataset_id: int, name: str | None
     if kind == "neurofly":
         options["skeleton_radius"] = skeleton_radius
     if spacing is not None and kind != "diadem":
-        raise NeurinoError(f"--spacing is used by the diadem converter only (the {kind} images carry "
+        raise NeurinoError(f"spacing is used by the diadem converter only (the {kind} images carry "
                            "their own voxel size)")
     if kind == "diadem":
         options["spacing"] = spacing

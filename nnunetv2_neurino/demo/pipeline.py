@@ -33,6 +33,7 @@ from pathlib import Path
 
 from nnunetv2_neurino.demo.subprocesses import Stages, cli_path, epoch_bar, run_cli
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.nnunet_layout import dataset_folder_name
 
 #: appended to a method's name in the tables when the safety stop ended its training
 NOT_COMPARABLE = "stopped early — not comparable"
@@ -203,7 +204,7 @@ def edit_plan_and_split(preprocessed: Path, patch: tuple[int, int, int]) -> list
 
     Returns the validation case names.
     """
-    ds = preprocessed / f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
+    ds = preprocessed / dataset_folder_name(DATASET_ID, DATASET_NAME)
     plans_file = ds / "nnUNetPlans.json"
     plans = json.loads(plans_file.read_text())
     config = plans["configurations"]["3d_fullres"]
@@ -234,7 +235,7 @@ def run_demo(work_dir: str | os.PathLike = "neurino_demo", quick: bool = False, 
     """
     work_dir = Path(work_dir).resolve()
     if device not in ("auto", "cpu", "cuda"):
-        raise NeurinoError(f"--device must be auto, cpu or cuda, got {device!r}")
+        raise NeurinoError(f"device must be auto, cpu or cuda, got {device!r}")
     weights = find_weights()
     plan = demo_plan(quick=quick, pretrained=weights is not None, seed=seed, safety_seconds=safety_seconds)
     prepare_work_dir(work_dir, force)
@@ -246,7 +247,7 @@ def run_demo(work_dir: str | os.PathLike = "neurino_demo", quick: bool = False, 
     env = nnunet_env(work_dir, plan.pretrained)
     logs = work_dir / "logs"
     did = str(DATASET_ID)
-    ds_name = f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
+    ds_name = dataset_folder_name(DATASET_ID, DATASET_NAME)
     raw_ds = work_dir / "nnUNet_raw" / ds_name
     methods = {"NeurINO": plan.neurino_trainer, "nnU-Net": plan.nnunet_trainer}
     labels = {"NeurINO": "NeurINO-T (DINOv3 init)" if plan.pretrained else "NeurINO-T (scratch)",

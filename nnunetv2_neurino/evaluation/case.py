@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cc3d
 import numpy as np
 
 from nnunetv2_neurino.errors import NeurinoError
@@ -37,21 +36,6 @@ class CaseFiles:
     gt: Path | None
     image: Path | None = None
     gt_swc: Path | None = None
-
-
-def keep_largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected foreground component of a bool mask (z, y, x); empty stays empty.
-
-    Ties: the component cc3d labels first (its first voxel in C order comes first), the same choice as
-    :func:`~nnunetv2_neurino.tracing.trace.trace_mask_and_largest_component`.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return mask
-    labels = cc3d.connected_components(mask, connectivity=26)
-    counts = np.bincount(labels.reshape(-1))
-    counts[0] = 0
-    return labels == int(np.argmax(counts))
 
 
 def tree_columns(tracers: Sequence[str]) -> list[str]:
@@ -86,7 +70,7 @@ def score_case(files: CaseFiles, tracers: Sequence[str], threshold: float = 2.0,
     Parameters
     ----------
     files : the case's prediction, ground truth and optional image / gold SWC.
-    tracers : tracer names (see :mod:`nnunetv2_neurino.evaluation.tracers`).
+    tracers : tracer names (see :mod:`nnunetv2_neurino.tracing.registry`).
     threshold : ESA/DSA/PDS "different" distance, voxels.
     label : label value scored (default: every nonzero label is foreground).
     spacing : (z, y, x) override; default: the ground-truth file's spacing (must match the prediction's).
@@ -97,11 +81,11 @@ def score_case(files: CaseFiles, tracers: Sequence[str], threshold: float = 2.0,
     -------
     Row dict (see module docstring).
     """
-    from nnunetv2_neurino.evaluation.tracers import get_tracer, trace_with_and_without_lcc
+    from nnunetv2_neurino.data.volumes import read_label_volume, same_spacing
     from nnunetv2_neurino.metrics.neuron_distance import neuron_distance
     from nnunetv2_neurino.metrics.segmentation import segmentation_metrics
-    from nnunetv2_neurino.metrics.volume_io import read_label_volume, same_spacing
     from nnunetv2_neurino.swc import read_swc
+    from nnunetv2_neurino.tracing.registry import get_tracer, trace_with_and_without_lcc
     from nnunetv2_neurino.tracing.roots import reroot_near
 
     if files.pred is None:
@@ -129,7 +113,7 @@ def score_case(files: CaseFiles, tracers: Sequence[str], threshold: float = 2.0,
             warnings.simplefilter("ignore")  # missing parents become roots; reported by swc-distance
             gt_file_tree = read_swc(files.gt_swc)
     elif root_at_gold:
-        raise NeurinoError(f"case {files.case}: --root-at-gold needs a gold SWC (--gt-swc)")
+        raise NeurinoError(f"case {files.case}: root_at_gold needs a gold SWC (gt_swc_dir)")
     gold_root = _gold_root(gt_file_tree) if gt_file_tree is not None else None
     drawn: dict = {}
     for name in tracers:

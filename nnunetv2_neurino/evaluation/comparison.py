@@ -104,7 +104,7 @@ def load_runs(eval_dirs: Sequence[str | os.PathLike], names: Sequence[str] | Non
         same (method, data set).
     """
     if names is not None and len(names) != len(eval_dirs):
-        raise NeurinoError(f"--names has {len(names)} entries for {len(eval_dirs)} evaluation folders")
+        raise NeurinoError(f"names has {len(names)} entries for {len(eval_dirs)} evaluation folders")
     runs: list[Run] = []
     seen: dict[tuple[str, str], Path] = {}
     for i, d in enumerate(eval_dirs):
@@ -122,7 +122,7 @@ def load_runs(eval_dirs: Sequence[str | os.PathLike], names: Sequence[str] | Non
         key = (run.method, run.dataset)
         if key in seen:
             raise NeurinoError(f"{d} and {seen[key]} both hold method {run.method!r} on data set "
-                               f"{run.dataset!r}; pass --names to tell them apart")
+                               f"{run.dataset!r}; pass names to tell them apart")
         seen[key] = Path(d)
         runs.append(run)
     if not runs:

@@ -7,8 +7,6 @@ Folder layout (nnU-Net's): predictions ``CASE.<ext>``, ground truth ``CASE.<ext>
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -16,9 +14,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from nnunetv2_neurino.data.volumes import list_cases
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.evaluation.case import SEG_KEYS, CaseFiles, score_case_safe, tree_columns
-from nnunetv2_neurino.evaluation.nnunet_paths import list_cases, names_from_results_path
 from nnunetv2_neurino.evaluation.report import (
     HD95_CONVENTION,
     LCC_CONVENTION,
@@ -27,7 +25,8 @@ from nnunetv2_neurino.evaluation.report import (
     summarise,
     write_csv,
 )
-from nnunetv2_neurino.io_utils import atomic_directory, atomic_file
+from nnunetv2_neurino.io_utils import atomic_directory, atomic_file, json_dumps
+from nnunetv2_neurino.nnunet_layout import names_from_results_path, raw_swc_dir
 
 
 def _find_swc(folder: Path, case: str) -> Path | None:
@@ -47,7 +46,7 @@ def collect_cases(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, images
     preds, gts = list_cases(pred_dir), list_cases(gt_dir)
     images = list_cases(images_dir, channel_suffix="_0000") if images_dir else {}
     if gt_swc_dir is not None and not Path(gt_swc_dir).is_dir():
-        raise NeurinoError(f"{gt_swc_dir}: no such folder (--gt-swc)")
+        raise NeurinoError(f"{gt_swc_dir}: no such folder (gt_swc_dir)")
     cases = sorted(set(preds) | set(gts))
     if not cases:
         raise NeurinoError(f"{pred_dir}: no prediction images found (and none in {gt_dir})")
@@ -95,7 +94,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
     images_dir : optional raw images ``CASE_0000.*`` (figure background).
     gt_swc_dir : optional gold SWCs ``CASE.swc``; without one, the ground-truth mask is traced with the same
         tracer (the report says so).
-    tracers : tracer names, see :mod:`nnunetv2_neurino.evaluation.tracers`.
+    tracers : tracer names, see :mod:`nnunetv2_neurino.tracing.registry`.
     method, dataset : names for the tables. Default method: the trainer of an nnU-Net results path
         (``.../DatasetXXX_NAME/TRAINER__PLANS__CONFIG/fold_N/validation``), else the prediction folder's
         name. Default data set: ``NAME`` of ``DatasetXXX_NAME`` in the prediction path, else in the
@@ -116,19 +115,19 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
     other cases are still scored and every output is written.
     """
     if workers < 1:
-        raise NeurinoError(f"-j must be >= 1, got {workers}")
+        raise NeurinoError(f"workers must be >= 1, got {workers}")
     if not tracers:
         raise NeurinoError("at least one tracer is needed")
-    from nnunetv2_neurino.evaluation.tracers import get_tracer
+    from nnunetv2_neurino.tracing.registry import check_tracer
 
     for t in tracers:
-        get_tracer(t)  # unknown names fail before any work
+        check_tracer(t)  # unknown names fail before any work
     if any(t != "builtin" for t in tracers):
         from nnunetv2_neurino.tracing.vaa3d import find_vaa3d
 
         find_vaa3d()  # no Vaa3D: say how to get it once, before any work, instead of failing every case
     if root_at_gold and gt_swc_dir is None:
-        raise NeurinoError("--root-at-gold needs the gold SWCs (--gt-swc): the root is taken from them")
+        raise NeurinoError("root_at_gold needs the gold SWCs (gt_swc_dir): the root is taken from them")
     cases = collect_cases(pred_dir, gt_dir, images_dir, gt_swc_dir)
     parsed = names_from_results_path(pred_dir)
     method = method or parsed["method"] or Path(pred_dir).resolve().name
@@ -171,7 +170,7 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out
                             "root_dist": ROOT_CONVENTION,
                             "std": "population standard deviation (ddof 0) over scored cases, NaNs excluded"},
         }
-        (tmp / "summary.json").write_text(_dumps(summary), encoding="utf-8")
+        (tmp / "summary.json").write_text(json_dumps(summary), encoding="utf-8")
         figs = {r["case"]: f"figures/{r['case']}.png" for r in rows
                 if figures and (fig_dir / f"{r['case']}.png").is_file()}
         (tmp / "report.md").write_text(markdown_report(summary, rows, figs), encoding="utf-8")
@@ -208,9 +207,8 @@ def write_topology_summary(validation_dir: str | os.PathLike, gt_dir: str | os.P
             raise NeurinoError(f"{validation_dir}: pass gt_dir (cannot derive it: nnUNet_preprocessed "
                                "unset or no DatasetXXX_NAME in the path)")
         gt_dir = Path(pre) / parsed["dataset"] / "gt_segmentations"
-    if gt_swc_dir is None and parsed["dataset"] and os.environ.get("nnUNet_raw"):
-        cand = Path(os.environ["nnUNet_raw"]) / parsed["dataset"] / "swcTr"
-        gt_swc_dir = cand if cand.is_dir() else None
+    if gt_swc_dir is None:
+        gt_swc_dir = raw_swc_dir(parsed["dataset"])
     cases = collect_cases(validation_dir, gt_dir, None, gt_swc_dir)
     preds = [c for c in cases if c.pred is not None]  # validation covers one fold: ignore other GT cases
 
@@ -228,21 +226,5 @@ def write_topology_summary(validation_dir: str | os.PathLike, gt_dir: str | os.P
            "conventions": {"hd95": HD95_CONVENTION, "tree": VAA3D_CONVENTION, "lcc": LCC_CONVENTION}}
     path = validation_dir / "summary_topology.json"
     with atomic_file(path, force=True) as tmp:
-        tmp.write_text(_dumps(out), encoding="utf-8")
+        tmp.write_text(json_dumps(out), encoding="utf-8")
     return path
-
-
-def _dumps(obj) -> str:
-    """JSON with NaN written as null (strict JSON readers reject NaN)."""
-    def clean(v):
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, float) and math.isnan(v):
-            return None
-        if hasattr(v, "item") and not isinstance(v, (str, bytes)):
-            return clean(v.item())
-        return v
-
-    return json.dumps(clean(obj), indent=2)

@@ -10,18 +10,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from nnunetv2_neurino.data.preview import normalised_mip
+
 
 def _segments_xy(tree) -> np.ndarray:
     """(E, 2, 2) line segments (x, y) of a tree's parent-child edges, projected along z."""
     child, parent = tree.edges()
     xy = np.asarray(tree.xyz)[:, :2]
     return np.stack([xy[child], xy[parent]], axis=1)
-
-
-def _mip(volume: np.ndarray) -> np.ndarray:
-    v = np.asarray(volume, dtype=np.float32).max(axis=0)
-    lo, hi = np.percentile(v, (0.5, 99.5)) if v.size else (0.0, 1.0)
-    return np.clip((v - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(v)
 
 
 def case_figure(path: str | os.PathLike, case: str, image: np.ndarray | None, gt: np.ndarray,
@@ -42,7 +38,7 @@ def case_figure(path: str | os.PathLike, case: str, image: np.ndarray | None, gt
     from matplotlib.figure import Figure
 
     gt_mip, pred_mip = gt.max(axis=0), pred.max(axis=0)
-    background = _mip(image) if image is not None else gt_mip.astype(np.float32) * 0.5
+    background = normalised_mip(image) if image is not None else gt_mip.astype(np.float32) * 0.5
     overlay = np.stack([pred_mip, gt_mip, np.zeros_like(gt_mip)], axis=-1).astype(np.float32)
     ncols = max(3, len(trees))
     fig = Figure(figsize=(3.2 * ncols, 6.6), dpi=100)

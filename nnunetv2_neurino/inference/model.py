@@ -63,7 +63,7 @@ def load_predictor(run: RunFolder, checkpoint: str = "final", device: str = "cpu
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NeurinoError("--device cuda requested but torch sees no CUDA device")
+        raise NeurinoError("device cuda requested but torch sees no CUDA device")
     ckpts = load_fold_checkpoints(run, checkpoint)
     dataset_json = load_json(run.trainer_dir / "dataset.json")
     plans_manager = PlansManager(load_json(run.trainer_dir / "plans.json"))

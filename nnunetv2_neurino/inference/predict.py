@@ -25,6 +25,7 @@ from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.inference.model import load_predictor
 from nnunetv2_neurino.inference.run_folder import resolve_run
 from nnunetv2_neurino.io_utils import atomic_file
+from nnunetv2_neurino.tracing.registry import MIN_COMPONENT_SIZE
 
 _ZYX_READERS = ("SimpleITKIO", "SimpleITKIOWithReorient", "Tiff3DIO")
 
@@ -97,7 +98,7 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
                  folds: list[str] | None = None, checkpoint: str = "final", save_probabilities: bool = False,
                  threshold: float = 0.5,
                  device: str = "cpu", trace: bool = True, spacing: tuple[float, float, float] | None = None,
-                 min_component_size: int = 10, force: bool = False,
+                 min_component_size: int = MIN_COMPONENT_SIZE, force: bool = False,
                  use_mirroring: bool = True, root_rule: str = "radius") -> PredictionResult:
     """Segment one stack with a trained nnU-Net run and trace it.
 
@@ -128,9 +129,10 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
         every output is computed before the first file is written (each one atomically).
     """
     from nnunetv2_neurino.data.readers import image_stem, read_image, write_nifti
+    from nnunetv2_neurino.data.volumes import check_spacing
 
     if not 0.0 < threshold < 1.0:
-        raise NeurinoError(f"--threshold must be in (0, 1), got {threshold}")
+        raise NeurinoError(f"threshold must be in (0, 1), got {threshold}")
     from nnunetv2_neurino.tracing.roots import check_root_rule
 
     check_root_rule(root_rule)
@@ -149,9 +151,7 @@ def predict_file(input_path: str | Path, run_dir: str | Path, out_dir: str | Pat
 
     run = resolve_run(run_dir, folds)
     image, file_spacing = read_image(input_path, channel=None)  # before the (slow) model load
-    spacing = tuple(float(s) for s in (spacing if spacing is not None else file_spacing))
-    if len(spacing) != 3 or not all(s > 0 and np.isfinite(s) for s in spacing):
-        raise NeurinoError(f"spacing must be three positive numbers (z, y, x), got {spacing}")
+    spacing = check_spacing(spacing if spacing is not None else file_spacing)
     if folds is None and len(run.fold_dirs) > 1:  # a trainer folder: use folds that have this checkpoint
         from nnunetv2_neurino.inference.run_folder import CHECKPOINT_FILES
 

@@ -10,19 +10,18 @@ its logged losses as numpy scalars); nothing else is unpickled.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.io_utils import safe_torch_load
+from nnunetv2_neurino.nnunet_layout import fold_id, split_trainer_folder_name
 
 CHECKPOINT_FILES = {
     "final": "checkpoint_final.pth",
     "best": "checkpoint_best.pth",
     "latest": "checkpoint_latest.pth",
 }
-_FOLD_RE = re.compile(r"^fold_(\d+|all)$")
 
 
 @dataclass(frozen=True)
@@ -45,23 +44,23 @@ class RunFolder:
     @property
     def folds(self) -> tuple[str, ...]:
         """Fold identifiers (``"0"``, ``"1"``, …, ``"all"``) of :attr:`fold_dirs`."""
-        return tuple(d.name[len("fold_"):] for d in self.fold_dirs)
+        return tuple(fold_id(d.name) for d in self.fold_dirs)
 
 
 def _fold_sort_key(d: Path) -> tuple[int, int]:
-    f = d.name[len("fold_"):]
+    f = fold_id(d.name)
     return (1, 0) if f == "all" else (0, int(f))
 
 
 def _parse_trainer_dir(trainer_dir: Path, original: Path) -> tuple[str, str, str]:
-    parts = trainer_dir.name.split("__")
-    if len(parts) != 3 or not all(parts):
+    parts = split_trainer_folder_name(trainer_dir.name)
+    if parts is None:
         raise NeurinoError(f"{original} is not an nnU-Net run: expected a folder named "
                            f"TRAINER__PLANS__CONFIG (or its fold_N subfolder), got {trainer_dir.name!r}")
     for required in ("plans.json", "dataset.json"):
         if not (trainer_dir / required).is_file():
             raise NeurinoError(f"{original} is not an nnU-Net run: {trainer_dir / required} is missing")
-    return parts[0], parts[1], parts[2]
+    return parts
 
 
 def resolve_run(path: str | Path, folds: list[str] | None = None) -> RunFolder:
@@ -82,13 +81,13 @@ def resolve_run(path: str | Path, folds: list[str] | None = None) -> RunFolder:
     if not p.is_dir():
         raise NeurinoError(f"{p} does not exist or is not a folder")
     p = p.resolve()
-    if _FOLD_RE.match(p.name):
+    if fold_id(p.name) is not None:
         trainer_dir, fold_dirs = p.parent, [p]
-        if folds is not None and [str(f) for f in folds] != [p.name[len("fold_"):]]:
+        if folds is not None and [str(f) for f in folds] != [fold_id(p.name)]:
             raise NeurinoError(f"{path} is the folder of one fold; requested folds {folds} do not match it")
     else:
         trainer_dir = p
-        fold_dirs = sorted((d for d in p.iterdir() if d.is_dir() and _FOLD_RE.match(d.name)),
+        fold_dirs = sorted((d for d in p.iterdir() if d.is_dir() and fold_id(d.name) is not None),
                            key=_fold_sort_key)
         if folds is not None:
             wanted = [p / f"fold_{f}" for f in folds]

@@ -11,23 +11,20 @@ percentile and gives a different number.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import edt
 import numpy as np
 from scipy.spatial import cKDTree
 
+from nnunetv2_neurino.data.volumes import check_spacing
 from nnunetv2_neurino.errors import NeurinoError
 
 __all__ = ["surface_coords", "surface_voxels", "directed_surface_distances", "hd95", "segmentation_metrics"]
 
 def _check_spacing(spacing: Sequence[float] | None) -> tuple[float, float, float]:
-    if spacing is None:
-        return (1.0, 1.0, 1.0)
-    sp = tuple(float(s) for s in spacing)
-    if len(sp) != 3 or not all(math.isfinite(s) and s > 0 for s in sp):
-        raise NeurinoError(f"spacing must be three positive numbers (z, y, x), got {spacing!r}")
-    return sp  # type: ignore[return-value]
+    return (1.0, 1.0, 1.0) if spacing is None else check_spacing(spacing)
 
 
 _NEIGHBOURS = np.array([[-1, 0, 0], [1, 0, 0], [0, -1, 0], [0, 1, 0], [0, 0, -1], [0, 0, 1]])
@@ -183,3 +180,40 @@ def segmentation_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[flo
         h, a, b = hd95(p, g, sp)
         out.update(hd95=h, hd95_pred_to_gt=a, hd95_gt_to_pred=b, flag="")
     return out
+
+
+def foreground(arr: np.ndarray, path: str | os.PathLike, threshold: float | None = None,
+               label: int | None = None) -> np.ndarray:
+    """The boolean foreground of a volume to be scored, refusing what would be scored silently wrong.
+
+    Parameters
+    ----------
+    arr : (z, y, x) mask, label map or probability map as read by
+        :func:`~nnunetv2_neurino.data.volumes.read_label_volume`.
+    path : its file, named in the messages.
+    threshold : float volumes: foreground = value > ``threshold``. Required when the volume holds
+        non-integer values (a probability map), which would otherwise count every non-zero voxel.
+    label : foreground = value == ``label`` (label maps); default every non-zero value.
+
+    Returns
+    -------
+    bool array (z, y, x).
+
+    Raises
+    ------
+    NeurinoError : NaN or infinite values; non-integer values without ``threshold``.
+    """
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise NeurinoError(f"{path}: {int(bad.sum())} voxel(s) are NaN or infinite; a mask to score must "
+                               "hold finite values")
+        if threshold is not None:
+            return arr > threshold
+        if not np.array_equal(arr, np.round(arr)):
+            raise NeurinoError(f"{path}: holds non-integer values ({float(arr.min()):g} .. "
+                               f"{float(arr.max()):g}), like a probability map; pass threshold T to score "
+                               "value > T as foreground")
+    if label is not None:
+        return arr == label
+    return arr != 0

@@ -71,8 +71,8 @@ def orient_forest(forest: sp.csr_matrix, roots: np.ndarray) -> tuple[np.ndarray,
 
     Parameters
     ----------
-    forest : symmetric acyclic csr_matrix (K, K).
-    roots : int (T,) one vertex per tree.
+    forest : symmetric csr_matrix (K, K); a graph with cycles gets its breadth-first spanning forest.
+    roots : int (T,) one vertex per connected component.
 
     Returns
     -------

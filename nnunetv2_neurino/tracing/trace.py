@@ -19,22 +19,21 @@ import cc3d
 import numpy as np
 from scipy.spatial import cKDTree
 
+from nnunetv2_neurino.data.volumes import check_spacing
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.losses.skeleton_utils import skeletonize_keep_branches
 from nnunetv2_neurino.swc import BASAL_DENDRITE, SOMA, SWCTree
+from nnunetv2_neurino.tracing.registry import MIN_COMPONENT_SIZE
 from nnunetv2_neurino.tracing.roots import check_root_rule, component_roots
 from nnunetv2_neurino.tracing.skeleton_graph import neighbour_graph, orient_forest, spanning_forest
 
-__all__ = ["trace_mask", "trace_mask_and_largest_component", "trace_probabilities", "prune_short_branches",
-           "resample_chains", "distance_to_background", "skeleton_points", "forest_from_skeleton",
-           "foreground_box"]
+__all__ = ["trace_mask", "trace_mask_and_largest_component", "keep_largest_component", "trace_probabilities",
+           "prune_short_branches", "resample_chains", "distance_to_background", "skeleton_points",
+           "forest_from_skeleton", "foreground_box"]
 
 
 def _check_spacing(spacing) -> np.ndarray:
-    s = np.asarray(spacing, dtype=np.float64).reshape(-1)
-    if s.shape != (3,) or np.any(~np.isfinite(s)) or np.any(s <= 0):
-        raise NeurinoError(f"spacing must be 3 positive numbers (z, y, x), got {np.atleast_1d(spacing)}")
-    return s
+    return np.asarray(check_spacing(spacing), dtype=np.float64)
 
 
 def distance_to_background(fg: np.ndarray, points: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
@@ -75,8 +74,9 @@ def distance_to_background(fg: np.ndarray, points: np.ndarray, spacing=(1.0, 1.0
     return dist
 
 
-def trace_mask(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0), min_component_size: int = 10,
-               root: Sequence[float] | None = None, offset: Sequence[int] = (0, 0, 0),
+def trace_mask(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+               min_component_size: int = MIN_COMPONENT_SIZE, root: Sequence[float] | None = None,
+               offset: Sequence[int] = (0, 0, 0),
                prune_length: float = 0.0, resample_step: int = 1, root_rule: str = "radius") -> SWCTree:
     """Trace a binary mask into an SWC forest (one tree per 26-connected component).
 
@@ -121,7 +121,8 @@ def _volume_bounds(mask: np.ndarray, offset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def trace_mask_and_largest_component(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                                     min_component_size: int = 10, offset: Sequence[int] = (0, 0, 0),
+                                     min_component_size: int = MIN_COMPONENT_SIZE,
+                                     offset: Sequence[int] = (0, 0, 0),
                                      root_rule: str = "radius") -> tuple[SWCTree, SWCTree]:
     """Trace a mask once and also give the tree of its largest component (for keep-largest-component).
 
@@ -160,6 +161,21 @@ def trace_mask_and_largest_component(mask: np.ndarray, spacing: Sequence[float] 
     zyx = np.rint(tree.to_zyx() - crop_offset).astype(np.int64)
     in_largest = labels[zyx[:, 0], zyx[:, 1], zyx[:, 2]] == largest
     return tree, tree.take(in_largest).renumbered()
+
+
+def keep_largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected foreground component of a bool mask (z, y, x); empty stays empty.
+
+    Ties: the component cc3d labels first (its first voxel in C order comes first), the same choice as
+    :func:`trace_mask_and_largest_component`.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask
+    labels = cc3d.connected_components(mask, connectivity=26)
+    counts = np.bincount(labels.reshape(-1))
+    counts[0] = 0
+    return labels == int(np.argmax(counts))
 
 
 def foreground_box(fg: np.ndarray, margin: int = 1) -> tuple[np.ndarray, np.ndarray] | None:
@@ -276,8 +292,9 @@ def forest_from_skeleton(zyx: np.ndarray, radius: np.ndarray, spacing: Sequence[
 
 
 def trace_probabilities(prob: np.ndarray, threshold: float = 0.5,
-                        spacing: Sequence[float] = (1.0, 1.0, 1.0), min_component_size: int = 10,
-                        root: Sequence[float] | None = None, **kwargs) -> SWCTree:
+                        spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                        min_component_size: int = MIN_COMPONENT_SIZE, root: Sequence[float] | None = None,
+                        **kwargs) -> SWCTree:
     """Trace a foreground probability map: ``prob > threshold`` then :func:`trace_mask`.
 
     Parameters

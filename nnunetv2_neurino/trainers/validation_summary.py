@@ -14,7 +14,6 @@ Usable with any ``nnUNetTrainer`` subclass (put the mixin before ``nnUNetTrainer
 
 from __future__ import annotations
 
-import os
 import traceback
 from pathlib import Path
 
@@ -43,13 +42,11 @@ class TopologySummaryMixin:
         validation_dir = Path(self.output_folder) / "validation"
         try:
             from nnunetv2_neurino.evaluation.evaluate import write_topology_summary
+            from nnunetv2_neurino.nnunet_layout import raw_swc_dir
 
             gt_dir = Path(self.preprocessed_dataset_folder_base) / "gt_segmentations"
-            raw = os.environ.get("nnUNet_raw")
-            swc_dir = Path(raw) / self.plans_manager.dataset_name / "swcTr" if raw else None
             path = write_topology_summary(validation_dir, gt_dir=gt_dir,
-                                          gt_swc_dir=swc_dir if swc_dir is not None and swc_dir.is_dir()
-                                          else None,
+                                          gt_swc_dir=raw_swc_dir(self.plans_manager.dataset_name),
                                           tracers=self.topology_summary_tracers,
                                           threshold=self.topology_summary_threshold)
         except Exception as e:  # an extra must never break training or validation

@@ -26,6 +26,7 @@ from nnunetv2_neurino.data.synthetic.morphology import (
     generate_fibre,
     generate_neuron,
 )
+from nnunetv2_neurino.data.volumes import check_spacing
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.swc import SWCTree, read_swc
 
@@ -70,11 +71,9 @@ def case_rng(seed: int, index: int) -> np.random.Generator:
 
 def _check_shape_spacing(shape, spacing) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
     shape = tuple(int(s) for s in shape)
-    spacing = tuple(float(s) for s in spacing)
     if len(shape) != 3 or min(shape) < 8:
-        raise NeurinoError(f"--shape must be 3 sizes Z Y X of at least 8 voxels, got {shape}")
-    if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
-        raise NeurinoError(f"--spacing must be 3 positive numbers Z Y X, got {spacing}")
+        raise NeurinoError(f"shape must be 3 sizes Z Y X of at least 8 voxels, got {shape}")
+    spacing = check_spacing(spacing)
     return shape, spacing
 
 
@@ -103,7 +102,7 @@ def generate_case(seed: int = 0, index: int = 0, shape: tuple[int, int, int] = (
     """
     shape, spacing = _check_shape_spacing(shape, spacing)
     if swc_mode not in SWC_MODES:
-        raise NeurinoError(f"--swc-mode must be one of {SWC_MODES}, got {swc_mode!r}")
+        raise NeurinoError(f"swc_mode must be one of {SWC_MODES}, got {swc_mode!r}")
     rng = case_rng(seed, index)
     mp = MorphologyParams() if morphology_params is None else morphology_params
     ip = ImagingParams() if imaging_params is None else imaging_params
@@ -137,12 +136,12 @@ def list_swc_files(swc_dir: str | os.PathLike) -> list[Path]:
     """
     folder = Path(swc_dir)
     if not folder.exists():
-        raise NeurinoError(f"--swc-dir {folder} does not exist")
+        raise NeurinoError(f"swc_dir {folder} does not exist")
     if not folder.is_dir():
-        raise NeurinoError(f"--swc-dir {folder} is not a folder")
+        raise NeurinoError(f"swc_dir {folder} is not a folder")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SWC_SUFFIXES)
     if not files:
-        raise NeurinoError(f"--swc-dir {folder} holds no SWC file (*.swc)")
+        raise NeurinoError(f"swc_dir {folder} holds no SWC file (*.swc)")
     return files
 
 
@@ -158,9 +157,9 @@ def _readable_swc_files(files: list[Path]) -> list[Path]:
         except NeurinoError as e:
             bad.append(str(e))
     if not good:
-        raise NeurinoError(f"--swc-dir {files[0].parent}: no SWC file could be read ({'; '.join(bad[:5])})")
+        raise NeurinoError(f"swc_dir {files[0].parent}: no SWC file could be read ({'; '.join(bad[:5])})")
     if bad:
-        warnings.warn(f"--swc-dir: {len(bad)} unreadable SWC file(s) not used ({'; '.join(bad[:5])})",
+        warnings.warn(f"{files[0].parent}: {len(bad)} unreadable SWC file(s) not used ({'; '.join(bad[:5])})",
                       stacklevel=3)
     return good
 
@@ -220,9 +219,9 @@ def write_neuron_dataset(raw_root: str | os.PathLike | None, dataset_id: int, na
     if dtype not in ("uint16", "float32"):
         raise NeurinoError(f"image dtype must be 'uint16' or 'float32', got {dtype!r}")
     if swc_mode not in SWC_MODES:
-        raise NeurinoError(f"--swc-mode must be one of {SWC_MODES}, got {swc_mode!r}")
+        raise NeurinoError(f"swc_mode must be one of {SWC_MODES}, got {swc_mode!r}")
     if not swc_scale > 0:
-        raise NeurinoError(f"--swc-scale must be positive, got {swc_scale}")
+        raise NeurinoError(f"swc_scale must be positive, got {swc_scale}")
     shape, spacing = _check_shape_spacing(shape, spacing)
     files = _readable_swc_files(list_swc_files(swc_dir)) if swc_dir is not None else None
     mp = MorphologyParams() if morphology_params is None else morphology_params

@@ -1,7 +1,8 @@
-"""Tiny synthetic tube data sets in nnU-Net raw format (smoke tests, the end-to-end test fixture, `demo`).
+"""Tiny synthetic tube data sets in nnU-Net raw format (smoke tests and the end-to-end test fixture).
 
 Random straight bright tubes in Gaussian noise; labels are the tubes (0 background, 1 tube). Not a realistic
-neuron model (see ``data/synthetic/`` for that): just enough signal for a few training iterations.
+neuron model (see :mod:`nnunetv2_neurino.data.synthetic` for that): just enough signal for a few training
+iterations.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
+from nnunetv2_neurino.data.readers import write_nifti
 from nnunetv2_neurino.errors import NeurinoError
+from nnunetv2_neurino.nnunet_layout import dataset_folder_name
 
 
 def segment_distance(shape: tuple[int, int, int], start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -63,12 +65,6 @@ def make_tube_case(shape: tuple[int, int, int], rng: np.random.Generator, n_tube
     return image.astype(np.float32), label
 
 
-def _write_nifti(array: np.ndarray, path: Path, spacing_zyx: tuple[float, float, float]) -> None:
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))  # SimpleITK spacing is (x, y, z)
-    sitk.WriteImage(img, str(path))
-
-
 def write_tube_dataset(raw_root: str | Path, dataset_id: int, name: str = "NeurinoTubes", n_train: int = 4,
                        n_test: int = 0, shape: tuple[int, int, int] = (40, 40, 40), seed: int = 0,
                        spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Path:
@@ -84,7 +80,7 @@ def write_tube_dataset(raw_root: str | Path, dataset_id: int, name: str = "Neuri
     """
     if not 1 <= dataset_id <= 999:
         raise NeurinoError(f"dataset_id must be in 1..999 (nnU-Net's 3-digit ids), got {dataset_id}")
-    folder = Path(raw_root) / f"Dataset{dataset_id:03d}_{name}"
+    folder = Path(raw_root) / dataset_folder_name(dataset_id, name)
     if folder.exists():
         raise NeurinoError(f"{folder} already exists")
     rng = np.random.default_rng(seed)
@@ -95,8 +91,8 @@ def write_tube_dataset(raw_root: str | Path, dataset_id: int, name: str = "Neuri
         (folder / f"labels{split}").mkdir(parents=True)
         for i in range(offset, offset + count):
             image, label = make_tube_case(shape, rng)
-            _write_nifti(image, folder / f"images{split}" / f"tubes_{i:03d}_0000.nii.gz", spacing_zyx)
-            _write_nifti(label, folder / f"labels{split}" / f"tubes_{i:03d}.nii.gz", spacing_zyx)
+            write_nifti(folder / f"images{split}" / f"tubes_{i:03d}_0000.nii.gz", image, spacing_zyx)
+            write_nifti(folder / f"labels{split}" / f"tubes_{i:03d}.nii.gz", label, spacing_zyx)
     dataset_json = {
         "channel_names": {"0": "zscore"},
         "labels": {"background": 0, "neurite": 1},
