@@ -12,6 +12,7 @@ HELP = ("trace a large mask or probability map (OME-Zarr labels/neurites, zarr, 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from nnunetv2_neurino.large.trace import DEFAULT_BLOCK, DEFAULT_HALO
+    from nnunetv2_neurino.tracing.registry import MIN_COMPONENT_SIZE
 
     p.add_argument("-i", "--input", required=True,
                    help="mask volume; for an OME-Zarr with labels/neurites (predict-large, make-volume "
@@ -29,9 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="foreground = value > THRESHOLD (probability maps; default: value != 0, or 0.5 "
                         "for float volumes)")
-    p.add_argument("--min-size", type=int, default=10,
+    p.add_argument("--min-size", type=int, default=MIN_COMPONENT_SIZE,
                    help="remove 26-connected components with fewer voxels, counted on the whole volume "
-                        "(default 10)")
+                        f"(default {MIN_COMPONENT_SIZE})")
     p.add_argument("--min-length", type=float, default=0.0,
                    help="write only trees with at least this cable length (physical units; default 0)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),

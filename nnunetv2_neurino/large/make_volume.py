@@ -44,6 +44,7 @@ from nnunetv2_neurino.data.synthetic.imaging import (
     sample_tree,
 )
 from nnunetv2_neurino.data.synthetic.morphology import MorphologyParams, generate_fibre, generate_neuron
+from nnunetv2_neurino.data.volumes import check_spacing
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.swc import SWCTree
 
@@ -99,11 +100,9 @@ def build_scene(shape, n_neurons: int, seed: int = 0, spacing=(1.0, 1.0, 1.0),
     """Draw the neurons (somata uniform in the central 80 % of the volume; their neurites cross blocks and
     stop at the volume's faces), fibres, blobs and image-model values, deterministically from ``seed``."""
     shape = tuple(int(s) for s in shape)
-    spacing = tuple(float(s) for s in spacing)
+    spacing = check_spacing(spacing)
     if len(shape) != 3 or min(shape) < 8:
         raise NeurinoError(f"--shape must be 3 sizes Z Y X of at least 8 voxels, got {shape}")
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise NeurinoError(f"--spacing must be 3 positive numbers Z Y X, got {spacing}")
     if int(n_neurons) < 1:
         raise NeurinoError(f"--neurons must be at least 1, got {n_neurons}")
     mp = MorphologyParams() if morphology_params is None else morphology_params

@@ -36,6 +36,7 @@ from nnunetv2_neurino.large.engine import (
     BlockReport,
     current_worker_share,
     peak_rss_bytes,
+    release_free_memory,
     run_tasks,
     torch_threads_rule,
     usable_cores,
@@ -251,6 +252,8 @@ def run_block(job: BlockJob, index: tuple[int, int, int]) -> BlockReport:
             zarr.open_array(out / PROB_PATH / "0", mode="r+")[sl] = fg
         status = "done"
     marker_path(out, index).write_text(status)  # written after the chunks: a marker means the block is whole
+    del probs
+    release_free_memory()  # the next block starts from the model's footprint, not this block's
     return BlockReport(index, status, peak_rss_bytes(), torch.get_num_threads(), tiles)
 
 

@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from nnunetv2_neurino.errors import NeurinoError
 from nnunetv2_neurino.swc import SWCTree
+from nnunetv2_neurino.tracing.registry import MIN_COMPONENT_SIZE
 from nnunetv2_neurino.tracing.trace import foreground_box, forest_from_skeleton, skeleton_points
 
 __all__ = ["DEFAULT_BLOCK", "DEFAULT_HALO", "block_grid", "GlobalComponents", "label_components",
@@ -203,8 +204,9 @@ def label_components(mask_array, block, min_component_size: int = 1, threshold: 
 
 
 def trace_large(mask_array, spacing: Sequence[float] = (1.0, 1.0, 1.0), block=DEFAULT_BLOCK,
-                halo=DEFAULT_HALO, min_component_size: int = 10, threshold: float | None = None,
-                root: Sequence[float] | None = None, prune_length: float = 0.0, resample_step: int = 1,
+                halo=DEFAULT_HALO, min_component_size: int = MIN_COMPONENT_SIZE,
+                threshold: float | None = None, root: Sequence[float] | None = None,
+                prune_length: float = 0.0, resample_step: int = 1,
                 workdir: str | None = None, progress: bool = True) -> SWCTree:
     """Trace a (possibly larger than memory) mask block by block into the forest ``trace_mask`` gives.
 
