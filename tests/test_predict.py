@@ -9,6 +9,8 @@ e2e fixture.
 
 from __future__ import annotations
 
+import json
+
 import cc3d
 import numpy as np
 import pytest
@@ -77,7 +79,7 @@ def test_mask_probabilities_swc_equal_nnunet(stack, biased_run, tmp_path, capsys
     assert np.all(mask[z, y, x] > 0)  # skeleton nodes lie in the mask they were traced from
 
 
-def test_formats_spacing_threshold_and_folds(stack, tmp_path):
+def test_formats_spacing_threshold_and_folds(stack, tmp_path, capsys):
     run2 = make_run(tmp_path / "runs", seed=3, folds=(0, 1), fg_bias=-0.5)
     base = ["-m", str(run2), "--disable-tta", "--no-trace"]
     assert main(["predict", "-i", str(stack["nii"]), "-o", str(tmp_path / "nii"), "--save-probabilities",
@@ -96,6 +98,11 @@ def test_formats_spacing_threshold_and_folds(stack, tmp_path):
         np.testing.assert_array_equal(got, nii_mask)
         assert spacing == pytest.approx(SPACING)
 
+    capsys.readouterr()
+    assert main(["predict", "-i", str(stack["nii"]), "-o", str(tmp_path / "json"), "--json", *base]) == 0
+    doc = json.loads(capsys.readouterr().out)                    # --json: one JSON document on stdout
+    assert doc["mask"] == str(tmp_path / "json" / "case_0000_mask.nii.gz") and doc["swc"] is None
+    assert doc["shape"] == list(nii_mask.shape) and doc["foreground_voxels"] == int((nii_mask > 0).sum())
     assert main(["predict", "-i", str(stack["nii"]), "-o", str(tmp_path / "t"), "--threshold", "0.7",
                  *base]) == 0
     strict, _ = read_image(tmp_path / "t" / "case_0000_mask.nii.gz")

@@ -3,6 +3,8 @@ block-wise == whole-volume equality, resume, empty-block skipping and the CLI.""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -289,7 +291,15 @@ def test_cli_trace_writes_the_trees_of_trace_mask_beside_the_output(large_case, 
     assert len(list((folder / "trees").glob("*.swc"))) == len(ref.roots)
     # a stated folder; an existing trace folder is refused before any prediction (output not created)
     stated = large_case["root"] / "stated"
-    assert main(argv[:6] + [str(large_case["root"] / "t2.ome.zarr")] + argv[7:] + [str(stated)]) == 0
+    capsys.readouterr()
+    t2 = large_case["root"] / "t2.ome.zarr"
+    assert main(argv[:6] + [str(t2)] + argv[7:] + [str(stated), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)                    # --json: one JSON document on stdout
+    blocks = doc["blocks"]
+    assert doc["output"] == str(t2) and blocks["done"] + blocks["skipped"] == blocks["total"] > 1
+    n_trees = len(ref.roots)
+    assert doc["trace"] == {"folder": str(stated), "trees_written": n_trees, "trees_traced": n_trees,
+                            "nodes": got.n}
     assert (stated / "trees.csv").is_file()
     again = large_case["root"] / "t3.ome.zarr"
     assert main(argv[:6] + [str(again)] + argv[7:] + [str(stated)]) == 2

@@ -168,3 +168,26 @@ def test_trace_large_command_on_a_small_zarr(tmp_path, capsys):
 def _split(t: SWCTree) -> list[SWCTree]:
     labels = t.component_labels()
     return [t.take(labels == k).renumbered() for k in range(len(t.roots))]
+
+
+def test_trace_large_json_matches_trees_csv(tmp_path, capsys):
+    import csv
+    import json
+
+    import zarr
+
+    from nnunetv2_neurino.cli import main
+
+    mask = _neurons(5)
+    src = tmp_path / "mask.zarr"
+    arr = zarr.create_array(store=str(src), shape=mask.shape, chunks=(16, 16, 16), dtype="uint8")
+    arr[:] = mask
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["trace-large", "-i", str(src), "-o", str(out), "--block", "20", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    with open(out / "trees.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert doc["output"] == str(out) and doc["trees_written"] == len(rows) >= 2
+    assert doc["nodes"] == sum(int(r["nodes"]) for r in rows)
+    assert [t["nodes"] for t in doc["trees"]] == [int(r["nodes"]) for r in rows]

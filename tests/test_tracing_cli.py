@@ -142,3 +142,16 @@ def test_unknown_tracer_same_error_from_trace_and_evaluate(tmp_path, capsys):
     assert messages[0] == messages[1]
     assert "unknown tracer 'magic'" in messages[0] and all(t in messages[0] for t in TRACER_NAMES)
     assert not (tmp_path / "m.swc").exists() and not (tmp_path / "ev").exists()
+
+
+def test_trace_json_reports_what_was_written(tmp_path, mask, capsys):
+    import json
+
+    np.savez_compressed(tmp_path / "case.npz", probabilities=np.stack([1.0 - mask, mask]).astype(np.float32))
+    out = tmp_path / "case.swc"
+    capsys.readouterr()
+    assert main(["trace", str(tmp_path / "case.npz"), "-o", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)                    # stdout is one JSON document, nothing else
+    tree = read_swc(out)
+    assert doc == {"output": str(out), "nodes": tree.n, "trees": len(tree.roots), "empty_reason": None}
+    assert tree.n > 0

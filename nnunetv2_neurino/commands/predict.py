@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from nnunetv2_neurino.commands._options import add_device_option, add_renamed_option, resolve_device
+from nnunetv2_neurino.commands._options import (
+    add_device_option,
+    add_json_option,
+    add_renamed_option,
+    print_json,
+    resolve_device,
+)
 
 NAME = "predict"
 HELP = ("segment one stack (.tif/.v3draw/.v3dpbd/.zarr/.nii.gz) with a trained nnU-Net run and trace it: "
@@ -38,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default); boundary = the terminal where the fibre enters the volume "
                         "(see neurino trace --help)")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    add_json_option(p)
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -85,6 +92,13 @@ def _run(args: argparse.Namespace) -> int:
                            min_component_size=args.min_component_size, force=args.force,
                            use_mirroring=not args.disable_tta, root_rule=args.root_rule)
         bar.update(1)
+    if args.json:
+        print_json({"mask": str(res.mask_path), "shape": list(res.shape),
+                    "foreground_voxels": res.n_foreground,
+                    "probabilities": None if res.probabilities_path is None else str(res.probabilities_path),
+                    "swc": None if res.swc_path is None else str(res.swc_path),
+                    "swc_nodes": res.n_nodes if res.swc_path is not None else None})
+        return 0
     print(f"mask {res.mask_path} shape {res.shape}, {res.n_foreground} foreground voxels")
     if res.probabilities_path is not None:
         print(f"probabilities {res.probabilities_path}")

@@ -23,8 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="voxel size (z, y, x) for inputs that record none")
     p.add_argument("--block", type=int, default=256,
                    help="block core size in voxels, rounded up to a multiple of the tile step (256)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto: cuda when available (one worker per GPU), else cpu")
+    from nnunetv2_neurino.commands._options import add_device_option, add_json_option
+
+    add_device_option(p, "torch device of the network (cuda: one worker per GPU)")
+    add_json_option(p)
     p.add_argument("--disable-tta", action="store_true", help="no test-time mirroring (up to 8x faster)")
     p.add_argument("--threshold", type=float, default=0.5, help="foreground probability threshold (0.5)")
     p.add_argument("--save-probabilities", action="store_true",
@@ -64,7 +66,9 @@ def trace_folder(output: str | Path, trace: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nnunetv2_neurino.commands._options import print_json, resolve_device
     from nnunetv2_neurino.large.predict import predict_large
+    from nnunetv2_neurino.tracing.registry import MIN_COMPONENT_SIZE
 
     trace_dir = None
     if args.trace is not None:
@@ -74,22 +78,25 @@ def run(args: argparse.Namespace) -> int:
 
         trace_dir = trace_folder(args.output, args.trace)
         halo = DEFAULT_HALO if args.trace_halo is None else args.trace_halo
-        check_trace_options(DEFAULT_BLOCK, halo, 10, 1, 0.0, args.trace_min_length)
+        check_trace_options(DEFAULT_BLOCK, halo, MIN_COMPONENT_SIZE, 1, 0.0, args.trace_min_length)
         # before hours of prediction: the trace folder must be writable under the rules of trace-large
         check_output_folder(trace_dir, [Path(args.input), Path(args.output)], args.force)
 
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     res = predict_large(args.input, args.model, args.output, block=args.block, device=device,
                         use_mirroring=not args.disable_tta, threshold=args.threshold,
                         save_probabilities=args.save_probabilities, workers=args.workers,
                         scheduler=args.scheduler, resume=args.resume, skip_empty=not args.no_skip,
                         folds=args.folds, checkpoint=args.checkpoint, level=args.level,
                         spacing=tuple(args.spacing) if args.spacing else None, force=args.force)
-    print(res.summary())
+    if not args.json:
+        print(res.summary())
+    blocks = {"total": res.blocks_total, "done": res.blocks_done, "skipped": res.blocks_skipped,
+              "resumed": res.blocks_resumed}
+    result = {"output": str(res.output), "blocks": blocks,
+              "seconds": res.seconds, "voxels_per_second": res.voxels_per_second, "tiles": res.tiles,
+              "peak_worker_rss_bytes": res.peak_worker_rss, "torch_threads": list(res.torch_threads),
+              "trace": None}
     if trace_dir is not None:
         from nnunetv2_neurino.commands.trace_large import trace_to_folder
         from nnunetv2_neurino.large.readers import open_volume
@@ -99,9 +106,14 @@ def run(args: argparse.Namespace) -> int:
         volume = open_volume(src, level=0)
         spacing = volume.spacing or (1.0, 1.0, 1.0)
         rows, n_traced = trace_to_folder(src, volume, trace_dir, [Path(args.input), res.output], spacing,
-                                         DEFAULT_BLOCK, halo, None, 10, args.trace_min_length, None, 0.0, 1,
-                                         args.force)
-        print(f"{trace_dir}: {len(rows)} tree(s) written ({n_traced} traced, "
-              f"{sum(r['nodes'] for r in rows)} nodes; SWCs in {trace_dir / 'trees'}, combined "
-              f"{trace_dir / 'all_trees.swc'}, table {trace_dir / 'trees.csv'})")
+                                         DEFAULT_BLOCK, halo, None, MIN_COMPONENT_SIZE, args.trace_min_length,
+                                         None, 0.0, 1, args.force)
+        result["trace"] = {"folder": str(trace_dir), "trees_written": len(rows), "trees_traced": n_traced,
+                           "nodes": sum(r["nodes"] for r in rows)}
+        if not args.json:
+            print(f"{trace_dir}: {len(rows)} tree(s) written ({n_traced} traced, "
+                  f"{sum(r['nodes'] for r in rows)} nodes; SWCs in {trace_dir / 'trees'}, combined "
+                  f"{trace_dir / 'all_trees.swc'}, table {trace_dir / 'trees.csv'})")
+    if args.json:
+        print_json(result)
     return 0

@@ -12,7 +12,7 @@ HELP = ("trace a segmentation mask or probability map (NIfTI, TIFF, v3draw, zarr
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from nnunetv2_neurino.commands._options import add_tracer_option
+    from nnunetv2_neurino.commands._options import add_json_option, add_tracer_option
     from nnunetv2_neurino.tracing.registry import MIN_COMPONENT_SIZE
     from nnunetv2_neurino.tracing.roots import ROOT_RULES
 
@@ -42,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", type=int, default=1,
                    help="keep every STEP-th node along unbranched chains (default 1 = every skeleton voxel)")
     add_tracer_option(p)
+    add_json_option(p)
     p.add_argument("--length-threshold", type=float, default=1,
                    help="Vaa3D APP2 length threshold (default 1)")
     p.add_argument("--background-threshold", type=float, default=None,
@@ -68,7 +69,7 @@ def _settings(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.commands._options import flag_names
+    from nnunetv2_neurino.commands._options import flag_names, print_json
     from nnunetv2_neurino.errors import NeurinoError
     from nnunetv2_neurino.io_utils import check_output_paths, refuse_existing_file
     from nnunetv2_neurino.swc import write_swc
@@ -89,12 +90,21 @@ def run(args: argparse.Namespace) -> int:
         with flag_names(FLAGS):
             tree = trace_file(src, settings)
         write_swc(tree, out, force=True, header=settings.header(src))
-        note = f" — {empty_reason(src, settings, '--min-size')}" if tree.n == 0 else ""
-        print(f"{out}: {tree.n} nodes, {len(tree.roots)} tree(s){note}")
+        reason = empty_reason(src, settings, "--min-size") if tree.n == 0 else None
+        if args.json:
+            print_json({"output": str(out), "nodes": tree.n, "trees": len(tree.roots),
+                        "empty_reason": reason})
+        else:
+            print(f"{out}: {tree.n} nodes, {len(tree.roots)} tree(s)" + (f" — {reason}" if reason else ""))
         return 0
 
     result = trace_folder(src, out, settings, force=args.force, use_probabilities=args.use_probabilities,
                           size_name="--min-size")
+    if args.json:
+        print_json({"output": str(out), "cases": result.n_cases,
+                    "traced": result.n_cases - len(result.failed), "empty": result.empty,
+                    "skipped": result.skipped, "failed": result.failed})
+        return 1 if result.failed else 0
     print(f"{out}: traced {result.n_cases - len(result.failed)} of {result.n_cases} case(s)")
     for line in result.empty:
         print(f"note: {line}", file=sys.stderr)

@@ -11,8 +11,11 @@ HELP = ("trace a large mask or probability map (OME-Zarr labels/neurites, zarr, 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from nnunetv2_neurino.commands._options import add_json_option
     from nnunetv2_neurino.large.trace import DEFAULT_BLOCK, DEFAULT_HALO
     from nnunetv2_neurino.tracing.registry import MIN_COMPONENT_SIZE
+
+    add_json_option(p)
 
     p.add_argument("-i", "--input", required=True,
                    help="mask volume; for an OME-Zarr with labels/neurites (predict-large, make-volume "
@@ -114,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
     rows, n_traced = trace_to_folder(src, volume, Path(args.output), [Path(args.input)], spacing, args.block,
                                      args.halo, threshold, args.min_size, args.min_length, args.root,
                                      args.prune, args.step, args.force)
-    print(f"{args.output}: {len(rows)} tree(s) written ({n_traced} traced, "
-          f"{sum(r['nodes'] for r in rows)} nodes)")
+    if args.json:
+        from nnunetv2_neurino.commands._options import print_json
+
+        print_json({"output": str(args.output), "trees_written": len(rows), "trees_traced": n_traced,
+                    "nodes": sum(r["nodes"] for r in rows), "trees": rows})
+    else:
+        print(f"{args.output}: {len(rows)} tree(s) written ({n_traced} traced, "
+              f"{sum(r['nodes'] for r in rows)} nodes)")
     return 0
