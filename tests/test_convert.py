@@ -314,3 +314,23 @@ def test_swc_nodes_outside_the_image_are_counted_in_the_log(tmp_path):
     t = (np.arange(20, 24) - a[0]) / (b[0] - a[0])
     x, y, z = np.round(a[None] + t[:, None] * (b - a)[None]).astype(int).T
     assert label[z, y, x].all()        # drawn up to the border, nothing beyond it to draw
+
+
+def test_convert_json_reports_the_written_data_set(tmp_path, capsys):
+    imgs, swcs = tmp_path / "imgs", tmp_path / "swcs"
+    imgs.mkdir()
+    swcs.mkdir()
+    for i, name in enumerate(["a", "b"]):
+        write_image(imgs / f"{name}.nii.gz", _image(_tree(i), i), spacing=(1.5, 0.5, 0.5))
+        write_swc(_tree(i), swcs / f"{name}.swc")
+    write_swc(_tree(5), swcs / "orphan.swc")
+    capsys.readouterr()
+    raw = tmp_path / "raw"
+    assert main(["convert", "generic", str(imgs), "--swc-dir", str(swcs), "-d", "9", "-o", str(raw),
+                 "--test-fraction", "0", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)                    # stdout: one JSON document
+    folder = tmp_path / "raw" / "Dataset009_Generic"
+    assert doc["dataset"] == str(folder) and (folder / "dataset.json").is_file()
+    assert doc["train"] == ["a", "b"] and doc["test"] == []
+    assert [s["name"] for s in doc["skipped"]] == ["orphan.swc"]
+    assert doc["log"] == str(folder / "conversion_log.tsv") and (folder / "conversion_log.tsv").is_file()

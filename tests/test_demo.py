@@ -336,3 +336,23 @@ def test_a_safety_stopped_run_is_marked_not_comparable_in_table_and_summary(tmp_
     assert summary["training"]["nnU-Net"]["iterations_done"] == summary["training"]["nnU-Net"][
         "planned_iterations"]
     assert summary["failed_cases"] == {} and any(NOT_COMPARABLE in n for n in summary["notes"])
+
+
+def test_json_prints_the_demo_summary_and_sends_stage_lines_to_stderr(tmp_path, monkeypatch, capsys):
+    import nnunetv2_neurino.demo.pipeline as pipeline
+    from nnunetv2_neurino.cli import main
+    from nnunetv2_neurino.trainers.demo import QUICK_BUDGET
+
+    def fake_run_demo(work_dir, quick, force, device, seed, progress, echo, safety_seconds):
+        echo("| method | F1 |")                                   # a stage line / table row
+        return pipeline.DemoResult(work_dir=Path(work_dir), plan=pipeline.demo_plan(quick=quick, seed=seed),
+                                   stage_seconds={"plan": 1.5}, data_source="built-in")
+
+    monkeypatch.setattr(pipeline, "run_demo", fake_run_demo)
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--quick", "--device", "cpu", "--seed", "3", "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)                              # stdout: one JSON document, nothing else
+    assert "| method | F1 |" in captured.err
+    assert doc["work_dir"] == str(out) and doc["plan"]["seed"] == 3 and doc["stage_seconds"] == {"plan": 1.5}
+    assert doc["comparable"] is True and doc["plan"]["iterations"] == QUICK_BUDGET.iterations

@@ -10,6 +10,7 @@ HELP = ("convert BigNeuron / NeuroFly / CWMBS / DIADEM OP / generic image+SWC fo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from nnunetv2_neurino.commands._options import add_json_option
     from nnunetv2_neurino.dataset_conversion.run import CONVERTERS
 
     parser.add_argument("kind", choices=CONVERTERS, help="layout of SRC")
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="these cases (e.g. OP_4) form the test split instead of --test-fraction")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     parser.add_argument("--force", action="store_true", help="replace an existing data set folder")
+    add_json_option(parser)
 
 
 #: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
@@ -48,7 +50,8 @@ def _run(args: argparse.Namespace) -> int:
     import importlib
     from pathlib import Path
 
-    from nnunetv2_neurino.data.nnunet_raw import format_report
+    from nnunetv2_neurino.commands._options import print_json
+    from nnunetv2_neurino.data.nnunet_raw import LOG_NAME, format_report
     from nnunetv2_neurino.dataset_conversion.run import convert
     from nnunetv2_neurino.errors import NeurinoError
     from nnunetv2_neurino.io_utils import check_output_folder, check_output_paths
@@ -75,11 +78,18 @@ def _run(args: argparse.Namespace) -> int:
             raise
         raise NeurinoError(f"found no {args.kind} case in {src} (no image with its SWC/label; see "
                            "`neurino convert --help` and docs/ for the expected layout)") from None
-    print(format_report(report))
+    used = tuple(args.spacing) if args.spacing else None
     if args.kind == "diadem":
         from nnunetv2_neurino.dataset_conversion.diadem import DEFAULT_SPACING
 
-        used = tuple(args.spacing) if args.spacing else DEFAULT_SPACING
+        used = used or DEFAULT_SPACING
+    if args.json:
+        skipped = [{"name": s.name, "reason": s.reason} for s in report.skipped]
+        print_json({"dataset": str(report.path), "log": str(report.path / LOG_NAME), "train": report.train,
+                    "test": report.test, "skipped": skipped, "spacing": used})
+        return 0
+    print(format_report(report))
+    if args.kind == "diadem":
         origin = "--spacing" if args.spacing else "the DIADEM OP voxel size; --spacing Z Y X overrides"
         print(f"spacing (z, y, x) = {used} µm ({origin})")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnunetv2_neurino.commands._options import add_device_option, resolve_device
+from nnunetv2_neurino.commands._options import add_device_option, add_json_option, resolve_device
 
 NAME = "demo"
 HELP = ("build the built-in neuron data set, train NeurINO and stock nnU-Net on it for the same fixed "
@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="reuse a non-empty work folder, replacing the demo's own outputs in it")
     add_device_option(parser, "nnU-Net's -device for training and prediction")
+    add_json_option(parser)
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the built-in data set and of both trainings (default 0)")
     parser.add_argument("--safety-seconds", type=float, default=None, metavar="S",
@@ -70,12 +71,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.demo.pipeline import run_demo
+    import sys
+
+    from nnunetv2_neurino.commands._options import print_json
+    from nnunetv2_neurino.demo.pipeline import run_demo, summary_dict
 
     _claim_work_dir(Path(args.output), args.force)
+    # with --json, stage lines and tables go to stderr so that stdout is one JSON document
+    echo = (lambda line: print(line, file=sys.stderr)) if args.json else print
     # force=True: the folder is new, empty but for the marker, or an earlier demo run the user lets us replace
     result = run_demo(args.output, quick=args.quick, force=True, device=resolve_device(args.device),
-                      seed=args.seed,
-                      progress=not args.no_progress, safety_seconds=args.safety_seconds)
+                      seed=args.seed, progress=not args.no_progress, echo=echo,
+                      safety_seconds=args.safety_seconds)
+    if args.json:
+        print_json(summary_dict(result))          # what demo_summary.json holds
     # a case that failed to score is an error; a safety stop is not (its row says it is not comparable)
     return 1 if result.failed_cases else 0
