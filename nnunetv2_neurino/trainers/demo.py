@@ -62,11 +62,12 @@ class IterationBudget:
 # against 4). A budget in iterations costs NeurINO ~2.3× the training time instead, and the totals were
 # measured with these very budgets: full, 30 × 10 = 300 iterations per model (both finished all 30
 # epochs inside the old 240 s box on a quiet 2-core machine, training stages 268 s / 257 s with start-up
-# and nnU-Net's final validation), 10.2 min in all against the 15 min target; quick, 2 × 4 = 8 iterations,
-# 151–299 s in all against the 5 min target — there the fixed costs dominate (planning 33–74 s, two
-# predictions ~40 s each, trainer start-up and validation), so even these few iterations leave no room
-# for more on a slow quiet machine. Epochs of a few iterations keep the safety stop (checked between
-# epochs) fine-grained.
+# and nnU-Net's final validation), 10.2 min in all against the 15 min target — remeasured on 2026-12-06 on
+# a quiet machine with the budget as the only limit: 518 s / 202 s, 13.1 min in all; quick, 2 × 4 = 8
+# iterations, 119–299 s in all against the 5 min target — there the fixed costs dominate (planning
+# 33–74 s, two predictions ~40 s each, trainer start-up and validation), so even these few iterations
+# leave no room for more on a slow quiet machine. Epochs of a few iterations keep the safety stop
+# (checked between epochs) fine-grained.
 FULL_BUDGET = IterationBudget(epochs=30, iterations_per_epoch=10)
 QUICK_BUDGET = IterationBudget(epochs=2, iterations_per_epoch=4)
 
