@@ -163,7 +163,8 @@ def _swc_text_with_original_parents(path, scale):
     return "\n".join(rows) + "\n"
 
 
-def test_generic_matches_by_stem(tmp_path):
+def _generic_layout(tmp_path):
+    """Images a.nii.gz, b.nii.gz with SWCs of the same stems, plus an SWC without an image (orphan.swc)."""
     imgs, swcs = tmp_path / "imgs", tmp_path / "swcs"
     imgs.mkdir()
     swcs.mkdir()
@@ -171,6 +172,11 @@ def test_generic_matches_by_stem(tmp_path):
         write_image(imgs / f"{name}.nii.gz", _image(_tree(i), i), spacing=(1.5, 0.5, 0.5))
         write_swc(_tree(i), swcs / f"{name}.swc")
     write_swc(_tree(5), swcs / "orphan.swc")
+    return imgs, swcs
+
+
+def test_generic_matches_by_stem(tmp_path):
+    imgs, swcs = _generic_layout(tmp_path)
     report = convert("generic", imgs, 9, swc_dir=swcs, out_root=tmp_path / "raw", test_fraction=0,
                      progress=False)
     assert report.train == ["a", "b"]
@@ -317,13 +323,7 @@ def test_swc_nodes_outside_the_image_are_counted_in_the_log(tmp_path):
 
 
 def test_convert_json_reports_the_written_data_set(tmp_path, capsys):
-    imgs, swcs = tmp_path / "imgs", tmp_path / "swcs"
-    imgs.mkdir()
-    swcs.mkdir()
-    for i, name in enumerate(["a", "b"]):
-        write_image(imgs / f"{name}.nii.gz", _image(_tree(i), i), spacing=(1.5, 0.5, 0.5))
-        write_swc(_tree(i), swcs / f"{name}.swc")
-    write_swc(_tree(5), swcs / "orphan.swc")
+    imgs, swcs = _generic_layout(tmp_path)
     capsys.readouterr()
     raw = tmp_path / "raw"
     assert main(["convert", "generic", str(imgs), "--swc-dir", str(swcs), "-d", "9", "-o", str(raw),

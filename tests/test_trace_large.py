@@ -124,19 +124,24 @@ def test_empty_and_all_removed_volumes_give_empty_trees():
     assert trace_large(speck, block=4, min_component_size=10, progress=False).n == 0
 
 
+def _neurons_zarr(tmp_path):
+    """``_neurons(5)`` and a uint8 zarr array of it (16³ chunks) at ``tmp_path/mask.zarr``."""
+    import zarr
+
+    mask = _neurons(5)
+    src = tmp_path / "mask.zarr"
+    zarr.create_array(store=str(src), shape=mask.shape, chunks=(16, 16, 16), dtype="uint8")[:] = mask
+    return mask, src
+
+
 def test_trace_large_command_on_a_small_zarr(tmp_path, capsys):
     import csv
-
-    import zarr
 
     from nnunetv2_neurino.cli import main
     from nnunetv2_neurino.large.trace_output import MARKER
     from nnunetv2_neurino.swc import read_swc
 
-    mask = _neurons(5)
-    src = tmp_path / "mask.zarr"
-    arr = zarr.create_array(store=str(src), shape=mask.shape, chunks=(16, 16, 16), dtype="uint8")
-    arr[:] = mask
+    mask, src = _neurons_zarr(tmp_path)
     out = tmp_path / "out"
     assert main(["trace-large", "-i", str(src), "-o", str(out), "--block", "20", "--halo", "24",
                  "--min-length", "5"]) == 0
@@ -174,14 +179,9 @@ def test_trace_large_json_matches_trees_csv(tmp_path, capsys):
     import csv
     import json
 
-    import zarr
-
     from nnunetv2_neurino.cli import main
 
-    mask = _neurons(5)
-    src = tmp_path / "mask.zarr"
-    arr = zarr.create_array(store=str(src), shape=mask.shape, chunks=(16, 16, 16), dtype="uint8")
-    arr[:] = mask
+    _, src = _neurons_zarr(tmp_path)
     out = tmp_path / "out"
     capsys.readouterr()
     assert main(["trace-large", "-i", str(src), "-o", str(out), "--block", "20", "--json"]) == 0
