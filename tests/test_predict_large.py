@@ -260,6 +260,10 @@ def test_summary_fields_of_a_synchronous_run(large_case):
     assert 0 < res.peak_worker_rss <= peak_rss_bytes()        # this process is the worker here
     assert res.voxels_per_second == pytest.approx(np.prod(lat.shape) / res.seconds)
     assert "27 predicted, 0 skipped" in res.summary() and "peak memory of a worker" in res.summary()
+    # the printed lattice overhead: tiles the blocks evaluated / tiles of one whole-volume pass
+    whole_pass = int(np.prod([len(o) for o in lat.origins]))
+    assert res.tiles > whole_pass
+    assert f"{res.tiles / whole_pass:.2f}x the tiles of one whole-volume pass" in res.summary()
 
 
 def test_engine_thread_rule_and_host_counts():

@@ -41,7 +41,7 @@ from nnunetv2_neurino.large.engine import (
     torch_threads_rule,
     usable_cores,
 )
-from nnunetv2_neurino.large.lattice import Lattice, block_tiles, make_lattice, read_box
+from nnunetv2_neurino.large.lattice import Lattice, block_tiles, evaluation_overhead, make_lattice, read_box
 from nnunetv2_neurino.large.normalization import IntensityStatistics, sample_statistics
 from nnunetv2_neurino.large.output import (
     MASK_PATH,
@@ -96,7 +96,8 @@ class LargePredictionResult:
         lat = self.lattice
         threads = "/".join(str(t) for t in sorted(set(self.torch_threads))) or "-"
         return (f"block core {'x'.join(map(str, lat.core))} (patch {'x'.join(map(str, lat.patch))}, step "
-                f"{'x'.join(map(str, lat.step))}), {self.blocks_total} blocks\n"
+                f"{'x'.join(map(str, lat.step))}), {self.blocks_total} blocks, "
+                f"{evaluation_overhead(lat):.2f}x the tiles of one whole-volume pass\n"
                 f"{self.output}: {self.blocks_done} predicted, {self.blocks_skipped} skipped as empty, "
                 f"{self.blocks_resumed} already done; {self.seconds:.1f} s, "
                 f"{self.voxels_per_second:.3g} voxels/s, {self.tiles} tiles "
