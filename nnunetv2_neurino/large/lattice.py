@@ -18,7 +18,9 @@ computation: block-wise output equals the whole-volume lattice output, whichever
 A block reads its core plus a halo of ``P − S`` voxels before it (tiles that start up to ``P − S`` before
 the core) and ``P − S`` after it. The alternative (each tile evaluated by one block only, overlap margins
 sent to the neighbour) needs either two tasks writing one chunk or a second pass that exchanges partial
-sums; both break "one task writes whole chunks" and make resuming harder, so it is not used.
+sums; both break "one task writes whole chunks" and make resuming harder. It also weakens empty-block
+skipping: an empty block would still have to evaluate the tiles it owns that reach into a non-empty
+neighbour (a third or more of its tiles) for the neighbour's result to stay exact. So it is not used.
 
 **Overhead**: along one axis a core of ``C`` voxels (``C`` a multiple of ``S``) is touched by
 ``C/S + ceil(P/S) − 1`` tiles instead of the ``C/S`` it owns, so tiles are evaluated
