@@ -203,15 +203,19 @@ def block_probabilities(predictor, array, stats: IntensityStatistics, lattice: L
         return None
     region = np.zeros(tuple(b - a for a, b in zip(r0, r1)), np.float32)  # zero beyond the volume, as nnU-Net
     region[tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, r0))] = stats.apply(raw)
+    del raw
     device = predictor.device
     data = torch.from_numpy(region).to(device)
     n_classes = predictor.label_manager.num_segmentation_heads
-    logits = torch.zeros((n_classes, *region.shape), dtype=torch.float32, device=device)
-    weights = torch.zeros(region.shape, dtype=torch.float32, device=device)
+    core_shape = tuple(b - a for a, b in zip(start, stop))
+    # accumulators cover the core only (the halo's sums would be thrown away): memory follows the block
+    logits = torch.zeros((n_classes, *core_shape), dtype=torch.float32, device=device)
+    weights = torch.zeros(core_shape, dtype=torch.float32, device=device)
     gauss = compute_gaussian(tuple(lattice.patch), sigma_scale=1. / 8, value_scaling_factor=10,
                              dtype=torch.float32, device=device)
     tiles = block_tiles(lattice, start, stop)
     slices = [tuple(slice(t - o, t - o + p) for t, o, p in zip(tile, r0, lattice.patch)) for tile in tiles]
+    parts = [_core_part(tile, lattice.patch, start, stop) for tile in tiles]
     autocast = torch.autocast(device.type) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     params = predictor.list_of_parameters
     with torch.inference_mode(), autocast:
@@ -219,15 +223,27 @@ def block_probabilities(predictor, array, stats: IntensityStatistics, lattice: L
             if len(params) > 1:
                 predictor.network.load_state_dict(state)
             # global C order: each voxel sums its tiles in the same order in every block
-            for sl, tile in zip(slices, _tile_feed(data, slices)):
+            for (in_core, in_tile), tile in zip(parts, _tile_feed(data, slices)):
                 pred = predictor._internal_maybe_mirror_and_predict(tile)[0].float()
-                logits[(slice(None), *sl)] += pred * gauss
+                logits[(slice(None), *in_core)] += pred[(slice(None), *in_tile)] * gauss[in_tile]
                 if k == 0:
-                    weights[sl] += gauss
-    core = tuple(slice(a - o, b - o) for a, b, o in zip(start, stop, r0))
-    mean_logits = logits[(slice(None), *core)] / (weights[core] * len(params))
-    probs = predictor.label_manager.apply_inference_nonlin(mean_logits)
+                    weights[in_core] += gauss[in_tile]
+    del data, region
+    logits /= weights * len(params)  # in place: the block's peak memory is its accumulators
+    probs = predictor.label_manager.apply_inference_nonlin(logits)
     return probs.float().cpu().numpy()
+
+
+def _core_part(tile: tuple[int, int, int], patch: tuple[int, int, int], start: tuple[int, int, int],
+               stop: tuple[int, int, int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Where the tile at origin ``tile`` (global voxels) overlaps the core [start, stop).
+
+    Returns (slices into the core, slices into the tile).
+    """
+    lo = [max(t, a) for t, a in zip(tile, start)]
+    hi = [min(t + p, b) for t, p, b in zip(tile, patch, stop)]
+    return (tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start)),
+            tuple(slice(a - t, b - t) for a, b, t in zip(lo, hi, tile)))
 
 
 def run_block(job: BlockJob, index: tuple[int, int, int]) -> BlockReport:
