@@ -27,8 +27,8 @@ It prints one table and the ratios the issue's targets are about. On a CUDA mach
 it also samples the GPU's utilisation with ``nvidia-smi`` while predict-large runs. Example (the figures
 in docs/benchmarks.md)::
 
-    nice -n 10 python benchmarks/large_volume.py --workdir /tmp/large_bench \\
-        --sizes 128 128 128 256 256 256 --block 128 --patch 64 64 64 --extra-block 256 --nnunet-on both
+    python benchmarks/large_volume.py --workdir /tmp/large_bench --sizes 256 256 256 256 512 512 \\
+        --block 256 --patch 64 64 64 --extra-block 0 --nnunet-on both
 """
 
 from __future__ import annotations
