@@ -1,6 +1,8 @@
 """`neurino` command line: one module per sub-command in ``nnunetv2_neurino/commands/``.
 
-Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``, and may
+define ``FLAGS`` ({library parameter name: its flag}): library errors name parameters, the user reads the
+command's flags (:func:`~nnunetv2_neurino.commands._options.flag_names`).
 This file only discovers them, parses and turns :class:`NeurinoError` into a message and exit code 2 —
 and so does an ``OSError`` (permissions, full disk, a folder where a file was expected) that a command did
 not turn into a NeurinoError itself: the user gets the file and the reason, not a traceback.
@@ -14,6 +16,7 @@ import pkgutil
 import sys
 
 from nnunetv2_neurino import __version__, commands
+from nnunetv2_neurino.commands._options import flag_names
 from nnunetv2_neurino.errors import NeurinoError
 
 CONVENTIONS = """\
@@ -46,14 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     for module in _command_modules():
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _flags=getattr(module, "FLAGS", {}))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        with flag_names(args._flags):
+            return int(args._run(args) or 0)
     except NeurinoError as e:
         print(f"neurino {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@
 * ``--tracer``: one name or several, checked by the tracer registry (same error from every command):
   :func:`add_tracer_option`.
 * Library errors name parameters (``min_component_size``); :func:`flag_names` rewrites them as the
-  command's flags (``--min-size``).
+  command's flags (``--min-size``), from the command module's ``FLAGS`` (``cli.main`` applies it).
 * A renamed flag keeps its old spelling as a deprecated alias that still works and prints a note on
   stderr: :func:`add_renamed_option`.
 
@@ -122,6 +122,8 @@ def flag_names(flags: Mapping[str, str]) -> Iterator[None]:
     try:
         yield
     except NeurinoError as e:
+        if not flags:
+            raise
         names = "|".join(map(re.escape, sorted(flags, key=len, reverse=True)))
         pattern = re.compile(rf"(?<![\w./\\-])({names})(?![\w/\\-]|\.\w)")
         raise NeurinoError(pattern.sub(lambda m: flags[m.group(1)], str(e))) from None

@@ -59,18 +59,11 @@ def _claim_work_dir(path: Path, force: bool) -> None:
                       encoding="utf-8")
 
 
-#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+#: Library parameter names -> this command's flags in its error messages (applied by ``cli.main``).
 FLAGS = {"device": "--device"}
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.commands._options import flag_names
-
-    with flag_names(FLAGS):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     import sys
 
     from nnunetv2_neurino.commands._options import print_json

@@ -42,18 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_option(parser)
 
 
-#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+#: Library parameter names -> this command's flags in its error messages (applied by ``cli.main``).
 FLAGS = {"workers": "-j", "root_at_gold": "--root-at-gold", "gt_swc_dir": "--gt-swc"}
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.commands._options import flag_names
-
-    with flag_names(FLAGS):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.evaluation.evaluate import evaluate_folders
     from nnunetv2_neurino.io_utils import check_output_folder, check_output_paths
 

@@ -31,18 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing figure")
 
 
-#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+#: Library parameter names -> this command's flags in its error messages (applied by ``cli.main``).
 FLAGS = {"names": "--names", "slice": "--slice", "stage": "--stage"}
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.commands._options import flag_names
-
-    with flag_names(FLAGS):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.analysis.feature_pca import feature_pca, parse_slice, plot_feature_pca
 
     out = Path(args.output)

@@ -36,19 +36,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "DATASET/preview/")
 
 
-#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+#: Library parameter names -> this command's flags in its error messages (applied by ``cli.main``).
 FLAGS = {"swc_mode": "--swc-mode", "swc_dir": "--swc-dir", "swc_scale": "--swc-scale",
          "test_fraction": "--test-fraction"}
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.commands._options import flag_names
-
-    with flag_names(FLAGS):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.data.nnunet_raw import LOG_NAME
     from nnunetv2_neurino.data.synthetic import write_neuron_dataset
     from nnunetv2_neurino.io_utils import check_output_folder, check_output_paths

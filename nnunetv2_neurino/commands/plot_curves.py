@@ -25,18 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_json_option(p)
 
 
-#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+#: Library parameter names -> this command's flags in its error messages (applied by ``cli.main``).
 FLAGS = {"names": "--names"}
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.commands._options import flag_names
-
-    with flag_names(FLAGS):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     from nnunetv2_neurino.analysis.curves import plot_curves, read_run_curves, write_curves_csv
 
     out = Path(args.output)

@@ -66,18 +66,11 @@ def _check_paths(args: argparse.Namespace) -> None:
                            "stacks (z, y, x) with a 3D nnU-Net model")
 
 
-#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+#: Library parameter names -> this command's flags in its error messages (applied by ``cli.main``).
 FLAGS = {"threshold": "--threshold", "device": "--device"}
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.commands._options import flag_names
-
-    with flag_names(FLAGS):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nnunetv2_neurino.inference.predict import predict_file

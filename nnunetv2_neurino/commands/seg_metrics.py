@@ -25,18 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_option(parser)
 
 
-#: Library parameter names -> this command's flags, for error messages (:func:`flag_names`).
+#: Library parameter names -> this command's flags in its error messages (applied by ``cli.main``).
 FLAGS = {"threshold": "--threshold"}
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.commands._options import flag_names
-
-    with flag_names(FLAGS):
-        return _run(args)
-
-
-def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from nnunetv2_neurino.data.volumes import read_label_volume, same_spacing

@@ -53,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
 
 
-#: Library parameter names (tracing.folder.TraceSettings) -> this command's flags, for error messages.
+#: Library parameter names (tracing.folder.TraceSettings) -> this command's flags in its error messages
+#: (applied by ``cli.main``).
 FLAGS = {"threshold": "--threshold", "min_component_size": "--min-size", "root": "--root",
          "root_rule": "--root-rule", "prune_length": "--prune", "resample_step": "--step"}
 
@@ -69,7 +70,7 @@ def _settings(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_neurino.commands._options import flag_names, print_json
+    from nnunetv2_neurino.commands._options import print_json
     from nnunetv2_neurino.errors import NeurinoError
     from nnunetv2_neurino.io_utils import check_output_paths, refuse_existing_file
     from nnunetv2_neurino.swc import write_swc
@@ -77,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     src, out = Path(args.input), Path(args.output)
     settings = _settings(args)
-    with flag_names(FLAGS):
-        settings.check()
+    settings.check()
     if not src.exists():
         raise NeurinoError(f"{src}: no such file or folder")
     check_output_paths([out], [src])
@@ -87,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
             raise NeurinoError(f"-o {out} is a folder; tracing one file writes one .swc file: "
                                "give a file name")
         refuse_existing_file(out, args.force)
-        with flag_names(FLAGS):
-            tree = trace_file(src, settings)
+        tree = trace_file(src, settings)
         write_swc(tree, out, force=True, header=settings.header(src))
         reason = empty_reason(src, settings, "--min-size") if tree.n == 0 else None
         if args.json:
