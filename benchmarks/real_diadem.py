@@ -45,6 +45,7 @@ from benchmarks.real_diadem_report import ROWS, write_figures, write_tables  # n
 from nnunetv2_neurino.demo.pipeline import nnunet_env, planner_env  # noqa: E402
 from nnunetv2_neurino.demo.subprocesses import cli_path, run_cli  # noqa: E402
 from nnunetv2_neurino.errors import NeurinoError  # noqa: E402
+from nnunetv2_neurino.nnunet_layout import dataset_folder_name  # noqa: E402
 
 DATASET_ID = 980
 DATASET_NAME = "DIADEM_OP_bench"
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                       env.get("PYTHONPATH", "")]))
     logs, did = work / "logs", str(DATASET_ID)
-    ds_name = f"Dataset{DATASET_ID:03d}_{DATASET_NAME}"
+    ds_name = dataset_folder_name(DATASET_ID, DATASET_NAME)
     raw_ds = work / "nnUNet_raw" / ds_name
     t_start = time.monotonic()
     stage: dict[str, float] = {}

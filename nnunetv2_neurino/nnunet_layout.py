@@ -24,7 +24,7 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
         raise NeurinoError(f"dataset id {dataset_id} must be between 1 and 999 (nnU-Net convention)")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise NeurinoError(f"dataset name {name!r} may only contain letters, digits, '-' and '_'")
-    return f"Dataset{int(dataset_id):03d}_{name}"
+    return dataset_id_prefix(dataset_id) + name
 
 
 def dataset_id_prefix(dataset_id: int) -> str:

@@ -108,11 +108,12 @@ def run(args: argparse.Namespace) -> int:
         rows, n_traced = trace_to_folder(src, volume, trace_dir, [Path(args.input), res.output], spacing,
                                          DEFAULT_BLOCK, halo, None, MIN_COMPONENT_SIZE, args.trace_min_length,
                                          None, 0.0, 1, args.force)
+        n_nodes = sum(r["nodes"] for r in rows)
         result["trace"] = {"folder": str(trace_dir), "trees_written": len(rows), "trees_traced": n_traced,
-                           "nodes": sum(r["nodes"] for r in rows)}
+                           "nodes": n_nodes}
         if not args.json:
             print(f"{trace_dir}: {len(rows)} tree(s) written ({n_traced} traced, "
-                  f"{sum(r['nodes'] for r in rows)} nodes; SWCs in {trace_dir / 'trees'}, combined "
+                  f"{n_nodes} nodes; SWCs in {trace_dir / 'trees'}, combined "
                   f"{trace_dir / 'all_trees.swc'}, table {trace_dir / 'trees.csv'})")
     if args.json:
         print_json(result)
